@@ -1,0 +1,5 @@
+"""matplotlib figures (Agg backend): decision boundaries, landscapes, basins, sharpness, report."""
+
+import matplotlib
+
+matplotlib.use("Agg")
