@@ -1,0 +1,156 @@
+"""The evaluation engine against slow reference loops: curves, ragged chunks, metrics, BatchNorm."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genviz_jax import data as data_lib
+from genviz_jax import directions
+from genviz_jax import evaluate
+from genviz_jax import models
+
+
+@pytest.fixture(scope="module")
+def swiss():
+  ds = data_lib.swiss_roll()
+  model = models.MLP(widths=(23, 16, 26, 32, 28, 31), num_classes=2)
+  params = model.init(jax.random.key(0), jnp.ones((1, 2)))["params"]
+  return model, params, {k: jnp.asarray(v) for k, v in ds.train.items()}
+
+
+def _reference(fn, params, deltas, data):
+  """Slow reference: one un-jitted evaluation per point, numpy float64 mean over all data."""
+  out = []
+  for delta in deltas:
+    p = jax.tree.map(lambda a, d: a + d, params, delta)
+    out.append({k: float(v) for k, v in fn(p, data).items()})
+  return {k: np.array([o[k] for o in out]) for k in out[0]}
+
+
+def test_1d_curve_matches_reference_loop(swiss):
+  model, params, train = swiss
+  fn = models.metric_fn(model)
+  basis = directions.random_directions(jax.random.key(1), params, 1)
+  alphas = np.linspace(-1.0, 1.0, 11, dtype=np.float32)
+  delta_fn = evaluate.basis_delta_fn(basis, alphas[:, None])
+  got = jax.jit(lambda idx: evaluate.point_metrics(fn, params, delta_fn, idx, train,
+                                                   point_batch=4))(jnp.arange(11))
+  d0 = jax.tree.map(lambda x: x[0], basis)
+  want = _reference(fn, params, [jax.tree.map(lambda x: a * x, d0) for a in alphas], train)
+  assert set(got) == {"loss", "accuracy"}
+  for k in want:
+    assert got[k].shape == (11,) and got[k].dtype == jnp.float32
+    np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7)
+  assert got["loss"][0] != got["loss"][5]  # the curve is not flat
+
+
+@pytest.mark.parametrize("data_batch,point_batch", [(64, 3), (200, 8), (7, 1), (1000, 5)])
+def test_ragged_data_chunks_are_exact(swiss, data_batch, point_batch):
+  model, params, train = swiss
+  fn = models.metric_fn(model)
+  delta_fn = evaluate.direction_delta_fn(jax.random.key(2), params, jnp.linspace(0, 0.5, 6))
+  got = evaluate.point_metrics(fn, params, delta_fn, jnp.arange(6), train,
+                               point_batch=point_batch, data_batch=data_batch)
+  ref_deltas = [jax.tree.map(lambda x: r * x, directions.random_direction(
+      jax.random.key(2), params, k)) for k, r in enumerate(np.linspace(0, 0.5, 6))]
+  # Independent reference: per-example losses summed in float64.
+  per_ex = []
+  for d in ref_deltas:
+    p = jax.tree.map(jnp.add, params, d)
+    logits = model.apply({"params": p}, train["x"])
+    lp = jax.nn.log_softmax(logits.astype(jnp.float64) if jax.config.x64_enabled else logits)
+    per_ex.append(-np.take_along_axis(np.asarray(lp, np.float64),
+                                      np.asarray(train["y"])[:, None], 1)[:, 0])
+  want = np.array([e.mean() for e in per_ex])
+  np.testing.assert_allclose(got["loss"], want, rtol=2e-6)
+
+
+def test_scalar_metric_and_no_data():
+  params = {"w": jnp.arange(6.0).reshape(2, 3)}
+  basis = {"w": jnp.ones((1, 2, 3))}
+  coeffs = jnp.array([[0.0], [1.0], [-2.0]])
+  out = evaluate.point_metrics(lambda p: jnp.sum(p["w"] ** 2), params,
+                               evaluate.basis_delta_fn(basis, coeffs), jnp.arange(3))
+  want = [np.sum((np.arange(6.0) + c) ** 2) for c in (0.0, 1.0, -2.0)]
+  assert list(out) == ["loss"]
+  np.testing.assert_allclose(out["loss"], want, rtol=1e-6)
+
+  def fn(p, batch):
+    pred = batch["x"] @ p["w"]
+    return {"mse": jnp.mean((pred - batch["y"]) ** 2), "maxabs": jnp.max(jnp.abs(pred))}
+
+  x = jax.random.normal(jax.random.key(0), (13, 2))
+  y = jax.random.normal(jax.random.key(1), (13, 3))
+  out = evaluate.point_metrics(fn, params, evaluate.basis_delta_fn(basis, coeffs), jnp.arange(3),
+                               {"x": x, "y": y}, data_batch=13)
+  for i, c in enumerate((0.0, 1.0, -2.0)):
+    pred = np.asarray(x) @ (np.arange(6.0).reshape(2, 3) + c)
+    np.testing.assert_allclose(out["mse"][i], np.mean((pred - np.asarray(y)) ** 2), rtol=1e-5)
+
+
+class _BNNet(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Dense(8)(x)
+    x = nn.BatchNorm(use_running_average=not train)(x)
+    return nn.Dense(2)(nn.relu(x))
+
+
+def test_batchnorm_model_in_inference_mode(swiss):
+  _, _, train = swiss
+  model = _BNNet()
+  variables = model.init(jax.random.key(0), train["x"][:4])
+  # Non-trivial running statistics, so train-mode and inference-mode numbers would differ.
+  stats = jax.tree.map(lambda a: a + 0.3, variables["batch_stats"])
+  fn = models.metric_fn(model, {"batch_stats": stats})
+  params = variables["params"]
+  basis = directions.random_directions(jax.random.key(4), params, 2)
+  coeffs = jnp.array([[0.0, 0.0], [0.5, -0.25], [1.0, 1.0]])
+  got = evaluate.point_metrics(fn, params, evaluate.basis_delta_fn(basis, coeffs), jnp.arange(3),
+                               train, data_batch=33)
+  for i in range(3):
+    p = jax.tree.map(lambda a, d: a + coeffs[i, 0] * d[0] + coeffs[i, 1] * d[1], params, basis)
+    logits = model.apply({"params": p, "batch_stats": stats}, train["x"], train=False)
+    want = float(jnp.mean(jnp.argmax(logits, -1) == train["y"]))
+    np.testing.assert_allclose(got["accuracy"][i], want, atol=1e-6)
+  assert jnp.all(jnp.isfinite(got["loss"]))
+
+
+def test_traceable_inside_while_loop(swiss):
+  model, params, train = swiss
+  fn = models.metric_fn(model)
+
+  @jax.jit
+  def double_until(r0):
+    # Doubling per point until its loss rises by 0.1: the basin helper's pattern.
+    base = evaluate.point_metrics(fn, params, evaluate.direction_delta_fn(
+        jax.random.key(0), params, 0.0), jnp.arange(1), train)["loss"][0]
+
+    def cond(r):
+      loss = evaluate.point_metrics(fn, params, evaluate.direction_delta_fn(
+          jax.random.key(0), params, r), jnp.arange(4), train, point_batch=2)["loss"]
+      return jnp.any(loss < base + 0.1) & jnp.all(r < 1e3)
+
+    return jax.lax.while_loop(cond, lambda r: r * 2.0, r0)
+
+  r = double_until(jnp.full((4,), 1e-3))
+  assert r.shape == (4,) and np.all(np.asarray(r) > 1e-3)
+
+
+def test_bad_input(swiss):
+  model, params, train = swiss
+  fn = models.metric_fn(model)
+  dfn = evaluate.direction_delta_fn(jax.random.key(0), params, 0.1)
+  with pytest.raises(ValueError, match="indices have shape"):
+    evaluate.point_metrics(fn, params, dfn, jnp.arange(0), train)
+  with pytest.raises(ValueError, match="point_batch=0"):
+    evaluate.point_metrics(fn, params, dfn, jnp.arange(3), train, point_batch=0)
+  with pytest.raises(ValueError, match="different leading sizes"):
+    evaluate.point_metrics(fn, params, dfn, jnp.arange(3), {"x": train["x"], "y": train["y"][:5]})
+  bad = evaluate.basis_delta_fn({"Dense_0": {"kernel": jnp.ones((1, 2, 23))}}, jnp.ones((3, 1)))
+  with pytest.raises(ValueError, match="delta_fn output tree differs"):
+    evaluate.point_metrics(fn, params, bad, jnp.arange(3), train)
+  with pytest.raises(ValueError, match="shape \\(2,\\)"):
+    evaluate.point_metrics(lambda p, b: {"v": jnp.ones(2)}, params, dfn, jnp.arange(3), train)
