@@ -41,8 +41,11 @@ def accuracy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
 
 
 def check_poison_factor(beta: float) -> float:
-  """Raises ValueError unless 0 <= beta <= 1."""
-  beta_f = float(beta)
+  """Returns beta as a float; raises ValueError unless it is a number with 0 <= beta <= 1."""
+  try:
+    beta_f = float(beta)
+  except (TypeError, ValueError):
+    raise ValueError(f"poison_factor={beta!r} must be a number in [0, 1]") from None
   if not 0.0 <= beta_f <= 1.0:  # also rejects NaN
     raise ValueError(f"poison_factor={beta!r} is outside [0, 1]")
   return beta_f
