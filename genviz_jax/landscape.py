@@ -1,0 +1,167 @@
+"""Loss landscapes (Li et al. 2018): metrics on lines and planes through parameter space.
+
+Every surface is "metrics at θ + Σ_i α_{k,i} d_i for K coefficient rows α_k", evaluated by the
+engine (evaluate.point_metrics) in fixed-size compiled chunks, so a 51x51 grid is a handful of
+compiled calls rather than 2601 Python-level evaluations.
+
+  surface        any coefficient table over D shared directions (the general entry point)
+  line           1-D: θ + α·d
+  interpolation  1-D: (1-α)·θ_a + α·θ_b = θ_a + α·(θ_b - θ_a), α in [-0.5, 1.5] by default
+  plane          2-D: θ + x·d_1 + y·d_2 on a grid (default 51x51 on [-1, 1]^2)
+
+Directions come from `directions.random_directions` (filter-normalized by default, biases and
+other 1-D parameters zeroed) or are given. Interpolation moves every parameter, 1-D ones included.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+
+
+def _as_basis(directions, params) -> PyTree:
+  """A stacked pytree (D, ...) from a stack or a list/tuple of pytrees like params."""
+  from genviz_jax import directions as directions_lib
+  if isinstance(directions, (list, tuple)):
+    if not directions:
+      raise ValueError("directions is an empty list; give at least one direction")
+    for i, d in enumerate(directions):
+      directions_lib.check_same_tree(d, params, what=f"directions[{i}]")
+    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *directions)
+  directions_lib.check_same_tree(directions, params, leading=1, what="directions")
+  sizes = {np.shape(x)[0] for x in jax.tree.leaves(directions)}
+  if len(sizes) != 1:
+    raise ValueError(f"directions leaves have different leading sizes {sorted(sizes)}; need (D, ...)")
+  return jax.tree.map(jnp.asarray, directions)
+
+
+def surface(loss_fn: Callable, params: PyTree, directions, coords, *, data: PyTree | None = None,
+            chunk_size: int = 256, point_batch: int = 8, data_batch: int | None = None,
+            on_chunk: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+  """Metrics at the K points θ + Σ_i coords[k, i]·d_i.
+
+  Args:
+    loss_fn: `loss_fn(params, batch)` (or `loss_fn(params)` when data is None) returning a scalar
+      batch-mean loss (reported as "loss") or a dict of batch-mean metrics.
+    params: θ, the centre (a pytree).
+    directions: D directions: a stacked pytree (leaves (D, *leaf.shape)) or a list of D pytrees
+      like params.
+    coords: (K,) when D = 1, or (K, D) coefficients.
+    data: the batch to average over (all of it, exactly), or None.
+    chunk_size: points per compiled call (the last chunk is padded, padding dropped).
+    point_batch, data_batch: the engine's chunking (evaluate.point_metrics).
+    on_chunk: progress callback on_chunk(done, K).
+
+  Returns:
+    dict metric name -> (K,) float32 numpy array.
+
+  Raises:
+    ValueError: direction trees unlike params, coords of the wrong shape, K = 0, non-finite coords.
+  """
+  from genviz_jax import evaluate
+  basis = _as_basis(directions, params)
+  d = jax.tree.leaves(basis)[0].shape[0]
+  c = np.asarray(coords, np.float64)
+  if c.ndim == 1 and d == 1:
+    c = c[:, None]
+  if c.ndim != 2 or c.shape[1] != d:
+    raise ValueError(f"coords have shape {np.shape(coords)}; need (K, {d}) for {d} direction(s)")
+  k = c.shape[0]
+  if k == 0:
+    raise ValueError("coords have K=0 points; need K >= 1")
+  if not np.all(np.isfinite(c)):
+    raise ValueError("coords contain a non-finite value")
+  if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0:
+    raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer")
+  b = min(int(chunk_size), k)
+  dtype = jnp.result_type(*jax.tree.leaves(params))
+
+  def metric_fn(*args):
+    out = loss_fn(*args)
+    return dict(out) if isinstance(out, Mapping) else {"loss": out}
+
+  @jax.jit
+  def chunk(coeffs, params, basis, data):
+    return evaluate.point_metrics(metric_fn, params, evaluate.basis_delta_fn(basis, coeffs),
+                                  jnp.arange(b, dtype=jnp.int32), data, point_batch=point_batch,
+                                  data_batch=data_batch)
+
+  parts = []
+  for s in range(0, k, b):
+    rows = c[s:s + b]
+    if rows.shape[0] < b:  # pad with copies of the first row: one compiled shape for every chunk
+      rows = np.concatenate([rows, np.repeat(rows[:1], b - rows.shape[0], 0)])
+    out = chunk(jnp.asarray(rows, dtype), params, basis, data)
+    parts.append({name: np.asarray(v)[:min(b, k - s)] for name, v in out.items()})
+    if on_chunk is not None:
+      on_chunk(min(s + b, k), k)
+  return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def line(loss_fn: Callable, params: PyTree, direction: PyTree, alphas, **kwargs):
+  """Metrics at θ + α·d for α in `alphas` (A,): dict name -> (A,)."""
+  return surface(loss_fn, params, [direction], np.asarray(alphas)[:, None], **kwargs)
+
+
+def interpolation(loss_fn: Callable, params_a: PyTree, params_b: PyTree, alphas=None, **kwargs):
+  """Metrics at (1-α)·θ_a + α·θ_b (every parameter moves, 1-D ones too).
+
+  alphas default to 81 points on [-0.5, 1.5] (Li et al.; α = 0 and 1 are on the grid).
+  Returns (alphas (A,), dict name -> (A,)).
+  """
+  from genviz_jax import directions as directions_lib
+  directions_lib.check_same_tree(params_b, params_a, what="params_b")
+  if alphas is None:
+    alphas = np.linspace(-0.5, 1.5, 81)
+  alphas = np.asarray(alphas, np.float64)
+  diff = jax.tree.map(lambda a, b: jnp.asarray(b) - jnp.asarray(a), params_a, params_b)
+  return alphas, line(loss_fn, params_a, diff, alphas, **kwargs)
+
+
+def grid(num: int = 51, lo: float = -1.0, hi: float = 1.0):
+  """Square grid: (axis (num,), coords (num*num, 2)); row k = (x_i, y_j) with k = i*num + j.
+
+  Results reshape to (num, num) indexed [i (x), j (y)].
+  """
+  if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 2:
+    raise ValueError(f"num={num!r} must be an integer >= 2")
+  if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+    raise ValueError(f"grid range [{lo}, {hi}] must be finite with lo < hi")
+  axis = np.linspace(lo, hi, int(num))
+  xx, yy = np.meshgrid(axis, axis, indexing="ij")
+  return axis, np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def plane(loss_fn: Callable, params: PyTree, directions, *, num: int = 51, lo: float = -1.0,
+          hi: float = 1.0, **kwargs):
+  """Metrics on the num x num grid θ + x·d_1 + y·d_2, (x, y) in [lo, hi]^2.
+
+  Returns (axis (num,), dict name -> (num, num) indexed [x, y]).
+  """
+  axis, coords = grid(num, lo, hi)
+  basis = _as_basis(directions, params)
+  if jax.tree.leaves(basis)[0].shape[0] != 2:
+    raise ValueError(f"plane needs 2 directions, got {jax.tree.leaves(basis)[0].shape[0]}")
+  out = surface(loss_fn, params, basis, coords, **kwargs)
+  return axis, {k: v.reshape(num, num) for k, v in out.items()}
+
+
+def on_splits(fn: Callable[..., Any], splits: Mapping[str, PyTree], **kwargs) -> dict:
+  """Runs fn(..., data=split) for every named split; keys become "split/metric".
+
+  fn returns a dict of arrays, or (axis, dict) as line/interpolation/plane do; the axis of the
+  first split is returned alongside in the second case.
+  """
+  out, axis = {}, None
+  for name, batch in splits.items():
+    res = fn(data=batch, **kwargs)
+    if isinstance(res, tuple):
+      axis, res = res
+    out.update({f"{name}/{k}": v for k, v in res.items()})
+  return (axis, out) if axis is not None else out
