@@ -281,8 +281,11 @@ def init_state(config, model: nn.Module, dataset: data_lib.Dataset,
   x = jnp.zeros((1,) + dataset.input_shape, jnp.float32)
   variables = model.init(init_key, x, train=False)
   params = variables["params"]
-  return {"params": params, "batch_stats": variables.get("batch_stats", {}),
-          "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32), "rng": rng}
+  state = {"params": params, "batch_stats": variables.get("batch_stats", {}),
+           "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32), "rng": rng}
+  # Optimizer states may alias the parameter buffers (lbfgs does); the loop donates the state,
+  # and one buffer cannot be donated twice.
+  return jax.tree.map(lambda a: jnp.array(a, copy=True), state)
 
 
 def device_data(config, dataset: data_lib.Dataset) -> dict:
