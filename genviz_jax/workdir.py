@@ -90,7 +90,9 @@ def _manager(workdir: str, keep: int = 2, read_only: bool = False):
       max_to_keep=keep, enable_async_checkpointing=False, create=not read_only,
       read_only=read_only)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
-                               options=options, item_names=("state", "meta"))
+                               options=options,
+                               item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                              "meta": ocp.JsonCheckpointHandler()})
 
 
 def _shapes(tree) -> dict:
@@ -103,7 +105,9 @@ def _check_matches(mngr, step: int, abstract, workdir: str) -> None:
   try:
     meta = mngr.item_metadata(step)["state"]
     tree = getattr(meta, "tree", meta)
-  except Exception:  # noqa: BLE001  (older layouts: fall back to the restore's own checks)
+  except Exception:  # noqa: BLE001  (unreadable metadata: the restore's own checks remain)
+    return
+  if not isinstance(tree, dict):
     return
   for coll in ("params", "batch_stats"):
     saved = _shapes(tree.get(coll, {}) or {})

@@ -1,0 +1,125 @@
+"""Workdirs: a trained run loads back exactly; foreign or mismatched workdirs are refused."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genviz_jax import train
+from genviz_jax import workdir
+
+
+def tiny_config(**overrides):
+  c = train.default_config()
+  c.dataset = "swissroll"
+  c.dataset_kwargs.num_train = 32
+  c.dataset_kwargs.num_test = 32
+  c.dataset_kwargs.num_poison = 16
+  c.model = "mlp"
+  c.model_kwargs.widths = (8, 8)
+  c.learning_rate = 0.01
+  c.num_steps = 20
+  c.log_every = 10
+  c.eval_every = 10
+  c.checkpoint_every = 10
+  c.snapshot_every = 5
+  c.poison_factor = 0.3
+  c.plot = False
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def listing(d):
+  return sorted((os.path.relpath(os.path.join(r, f), d), os.path.getmtime(os.path.join(r, f)))
+                for r, _, fs in os.walk(d) for f in fs)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  d = str(tmp_path_factory.mktemp("run"))
+  c = tiny_config()
+  summary = train.train_and_evaluate(c, d)
+  return c, d, summary
+
+
+def test_load_gives_the_final_parameters_and_metrics_of_the_summary(run):
+  c, d, summary = run
+  t = workdir.load(d)
+  assert t.step == 20 and t.summary == summary and t.model_state == {}
+  assert t.config.model_kwargs.widths == [8, 8]
+  for split in ("train", "test"):
+    m = t.metric_fn(t.params, {k: jnp.asarray(v) for k, v in getattr(t.dataset, split).items()})
+    np.testing.assert_allclose(m["accuracy"], summary[f"{split}_accuracy"], rtol=1e-6)
+    np.testing.assert_allclose(m["loss"], summary[f"{split}_loss"], rtol=1e-5)
+  lines = [json.loads(x) for x in open(os.path.join(d, workdir.METRICS))]
+  assert [x["step"] for x in lines] == [10, 20]
+  assert summary["steps"] == 20 and summary["num_params"] == 2 * 8 + 8 + 8 * 8 + 8 + 8 * 2 + 2
+
+
+def test_snapshots_hold_every_kth_iterate_and_match_the_checkpoints(run):
+  c, d, _ = run
+  steps, params = workdir.snapshots(d)
+  assert steps.tolist() == [0, 5, 10, 15, 20]
+  ds = train.build_dataset(c)
+  model = train.build_model(c, ds)
+  init = train.init_state(c, model, ds, train.make_optimizer(c))["params"]
+  at10 = workdir.load(d, step=10).params
+  final = workdir.load(d).params
+  for s, p0, p10, p20 in zip(*(jax.tree.leaves(x) for x in (params, init, at10, final))):
+    np.testing.assert_array_equal(s[0], p0)
+    np.testing.assert_array_equal(s[2], p10)
+    np.testing.assert_array_equal(s[4], p20)
+
+
+def test_finished_workdir_is_not_retrained(run):
+  c, d, summary = run
+  before = listing(d)
+  again = train.train_and_evaluate(tiny_config(), d)
+  assert again == summary
+  assert listing(d) == before
+
+
+def test_missing_and_foreign_workdirs(tmp_path):
+  with pytest.raises(ValueError, match="does not exist"):
+    workdir.load(str(tmp_path / "nope"))
+  (tmp_path / "notes.txt").write_text("mine")
+  with pytest.raises(ValueError, match="has no config.json"):
+    workdir.load(str(tmp_path))
+  with pytest.raises(ValueError, match="is not empty and has no config.json"):
+    workdir.RunDir.open(str(tmp_path), tiny_config())
+  empty = tmp_path / "run"
+  empty.mkdir()
+  (empty / "config.json").write_text(tiny_config().to_json())
+  with pytest.raises(ValueError, match="has no checkpoint"):
+    workdir.load(str(empty))
+  with pytest.raises(ValueError, match="no parameter snapshots"):
+    workdir.snapshots(str(empty))
+
+
+def test_unsaved_step_and_checkpoint_of_another_model(run, tmp_path):
+  c, d, _ = run
+  with pytest.raises(ValueError, match="step=7 has no checkpoint.*saved steps: 10, 20"):
+    workdir.load(d, step=7)
+  # A run directory whose config says a different width than its checkpoints hold.
+  other = tmp_path / "other"
+  os.system(f"cp -r {d} {other}")
+  cfg = json.loads((other / "config.json").read_text())
+  cfg["model_kwargs"]["widths"] = [8, 9]
+  (other / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(ValueError, match="does not match the config's model") as e:
+    workdir.load(str(other))
+  assert "\n" not in str(e.value)
+
+
+def test_a_different_config_is_refused_and_nothing_is_touched(run):
+  c, d, _ = run
+  before = listing(d)
+  with pytest.raises(ValueError, match=r"different config \(model_kwargs"):
+    train.train_and_evaluate(tiny_config(model_kwargs={"widths": (8, 9)}), d)
+  with pytest.raises(ValueError, match=r"different config \(poison_factor; poison_factor: 0.3"):
+    workdir.RunDir.open(d, tiny_config(poison_factor=0.4))
+  assert listing(d) == before
