@@ -382,12 +382,15 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 def get_dataset(name: str, **kwargs) -> Dataset:
   """The dataset called `name` (see DATASETS), built with the keyword arguments of its loader.
 
-  An unknown name or an unknown keyword is a ValueError listing what is allowed.
+  Embedded datasets (swissroll, circles, digits) accept data_dir=None; TFDS ones need it. An
+  unknown name or an unknown keyword is a ValueError listing what is allowed.
   """
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(sorted(DATASETS))}")
   fn = DATASETS[name]
   allowed = [p for p in inspect.signature(fn).parameters]
+  if "data_dir" not in allowed and kwargs.get("data_dir", "") in (None, ""):
+    kwargs.pop("data_dir", None)  # an unset data_dir is no option, whatever the dataset
   bad = sorted(set(kwargs) - set(allowed))
   if bad:
     raise ValueError(f"unknown option(s) {', '.join(bad)} for dataset {name!r}; allowed: "
@@ -415,6 +418,6 @@ def minibatch_indices(num_examples: int, batch_size: int, seed: ArrayLike,
   steps_per_epoch = num_examples // batch_size
   step = jnp.asarray(step, jnp.int32)
   epoch = step // steps_per_epoch
-  key = jax.random.fold_in(jax.random.key(jnp.asarray(seed, jnp.uint32)), epoch)
+  key = jax.random.fold_in(jax.random.key(seed), epoch)
   perm = jax.random.permutation(key, num_examples).astype(jnp.int32)
   return jax.lax.dynamic_slice(perm, ((step % steps_per_epoch) * batch_size,), (batch_size,))

@@ -175,6 +175,9 @@ def test_get_dataset_registry_and_errors():
     data.get_dataset("imagenet")
   with pytest.raises(ValueError, match=r"unknown option\(s\) radius .*allowed: .*margin"):
     data.get_dataset("circles", radius=2)
+  assert data.get_dataset("swissroll", data_dir=None).name == "swissroll"
+  with pytest.raises(ValueError, match=r"unknown option\(s\) data_dir for dataset 'digits'"):
+    data.get_dataset("digits", data_dir="/some/where")
 
 
 # ---------------------------------------------------------------- TFDS (real code path, mocked)
@@ -272,6 +275,7 @@ def test_minibatch_indices_epochs_are_permutations_and_jittable():
                             jnp.arange(3 * spe))
   np.testing.assert_array_equal(scanned, np.stack(batches))
   assert not np.array_equal(f(n, bs, seed + 1, 0), batches[0])
+  assert f(n, bs, -1, 0).shape == (bs,)  # any int seed, as jax.random.key takes it
 
 
 @pytest.mark.parametrize("n,bs,match", [(10, 11, "exceeds"), (10, 0, "batch_size"),
