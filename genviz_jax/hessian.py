@@ -216,14 +216,28 @@ class HessianOperator:
     """(L(θ), ∇L(θ) flat (n,)) over the whole dataset (compiled once)."""
     return self._grad_jit(self.flat_params, self._data)
 
-  def compiled(self, name: str, build: Callable[[Callable], Callable]):
-    """jit(build(matvec)) taking (flat, data, *args), cached by name; build gets mv(v) -> H v."""
+  def compiled(self, name: str, build: Callable[["BoundOps"], Callable]):
+    """jit(build(ops)) taking (*args), cached by name.
+
+    `ops` carries traced θ and data: ops.matvec(v) -> H v, ops.loss_and_grad(x) -> (L, ∇L) at
+    a flat point x, ops.flat = θ. They are jit arguments, not constants.
+    """
     if name not in self._cache:
       def run(flat, data, *args):
-        return build(lambda v: self.matvec_fn(flat, data, v))(*args)
+        ops = BoundOps(flat, lambda v: self.matvec_fn(flat, data, v),
+                       lambda x: self.loss_and_grad_fn(x, data))
+        return build(ops)(*args)
       self._cache[name] = jax.jit(run)
     fn = self._cache[name]
     return lambda *args: fn(self.flat_params, self._data, *args)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundOps:
+  """What `HessianOperator.compiled` hands to an algorithm: traced θ and its data."""
+  flat: jax.Array
+  matvec: Callable[[jax.Array], jax.Array]
+  loss_and_grad: Callable[[jax.Array], tuple]
 
 
 # ------------------------------------------------------------------------------------- Lanczos
@@ -362,11 +376,11 @@ def top_eigenpairs(op: HessianOperator, k: int = 1, *, num_steps: int | None = N
     raise ValueError(f"num_steps={m} must be >= k={k}")
   key = jax.random.PRNGKey(0) if key is None else key
 
-  def build(mv):
+  def build(ops):
     def run(key):
       k0, k1 = jax.random.split(key)
       v0 = jax.random.normal(k0, (op.dim,), op.dtype)
-      st = lanczos(mv, v0, m, key=k1)
+      st = lanczos(ops.matvec, v0, m, key=k1)
       vals, vecs = tridiagonal_eigh(st.alphas, st.betas)
       order = jnp.argsort(-vals)[:k]
       ritz = vecs[:, order].T @ st.basis
@@ -414,10 +428,10 @@ def hutchinson_trace(op: HessianOperator, num_samples: int = 100, *, key: jax.Ar
   key = jax.random.PRNGKey(1) if key is None else key
   s = int(num_samples)
 
-  def build(mv):
+  def build(ops):
     def run(key):
       z = jax.random.rademacher(key, (s, op.dim), op.dtype)
-      return jax.lax.map(lambda zi: jnp.vdot(zi, mv(zi)), z, batch_size=probe_batch)
+      return jax.lax.map(lambda zi: jnp.vdot(zi, ops.matvec(zi)), z, batch_size=probe_batch)
     return run
 
   samples = np.asarray(op.compiled(f"hutch{s}_{probe_batch}", build)(key), np.float64)
@@ -461,10 +475,10 @@ def slq(op: HessianOperator, num_runs: int = 4, num_steps: int = 80, *,
   m = _check_k("num_steps", num_steps, op.dim)
   key = jax.random.PRNGKey(2) if key is None else key
 
-  def build(mv):
+  def build(ops):
     def one(key):
       k0, k1 = jax.random.split(key)
-      st = lanczos(mv, jax.random.rademacher(k0, (op.dim,), op.dtype), m, key=k1)
+      st = lanczos(ops.matvec, jax.random.rademacher(k0, (op.dim,), op.dtype), m, key=k1)
       vals, vecs = tridiagonal_eigh(st.alphas, st.betas)
       return vals, vecs[0] ** 2, st.alphas, st.betas
     return lambda keys: jax.lax.map(one, keys)
