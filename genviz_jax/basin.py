@@ -40,6 +40,7 @@ arXiv 2501.18812.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -556,13 +557,34 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
   if cache_directions is None:
     cache_directions = per_device * param_count * 4 <= 256 * 2 ** 20
 
-  fn = _make_chunk_fn(loss_fn, metric, spec, num, two_sided=two_sided, crossing=crossing,
-                      r_init=r_init, r_max=r_max, rtol=float(rtol), max_iter=max_iter, dtype=dtype,
-                      point_batch=point_batch, data_batch=data_batch, cache=cache_directions)
-  material = ((spec.key, spec.preconditioner) if spec is not None else stacked)
-  n_dev = 1 if mesh is None else int(np.prod(list(mesh.shape.values())))
+  solve = _make_solver(loss_fn, metric, None if spec is None else (spec.norm, spec.ignore_1d),
+                       two_sided=bool(two_sided), crossing=crossing,
+                       r_init=r_init, r_max=r_max, rtol=float(rtol), max_iter=max_iter,
+                       dtype=dtype, point_batch=point_batch, data_batch=data_batch,
+                       cache=cache_directions, mesh=mesh)
+  material = ((spec.key, spec.preconditioner) if spec is not None else None)
+  n_dev = 1 if mesh is None else int(mesh.shape[_POINT_AXIS])
   step = chunk_size * n_dev
-  run_chunk = _chunk_runner(fn, mesh, step)
+  tau_arr = jnp.asarray(tau, dtype)
+
+  def run_chunk(idx):
+    if spec is None:
+      rows = np.minimum(idx, num - 1)
+      dirs = jax.tree.map(lambda x: np.asarray(x)[rows], stacked)
+      norms = np.sqrt(sum(np.sum(np.square(x.reshape(len(rows), -1).astype(np.float64)), axis=1)
+                          for x in jax.tree.leaves(dirs))).astype(np.float32)
+      extra = {"direction_norm": norms}
+    elif cache_directions:
+      gen = _direction_generator(spec.norm, spec.ignore_1d, mesh)
+      dirs, norms, base = gen(idx, params, material)
+      extra = {"direction_norm": norms}
+      if spec.preconditioner is not None:
+        extra["base_norm"] = base
+    else:
+      dirs, extra = None, {}
+    out = solve(idx, dirs, params, data, tau_arr, material)
+    out.update(extra)
+    return out
 
   if store is not None:
     store.bind(_fingerprint(
@@ -576,8 +598,7 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
     got = store.get(start) if store is not None else None
     if got is None:
       idx = np.arange(start, start + step, dtype=np.int32)
-      out = run_chunk(idx, params, data, jnp.asarray(tau, dtype), material)
-      got = {k: np.asarray(v) for k, v in out.items()}
+      got = _to_host(run_chunk(idx))
       if store is not None:
         store.put(start, got)
     parts.append(got)
@@ -591,43 +612,84 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
                centre_value=centre[metric], rtol=float(rtol), r_max=r_max)
 
 
-def _make_chunk_fn(loss_fn, metric, spec, num, *, two_sided, crossing, r_init, r_max, rtol,
-                   max_iter, dtype, point_batch, data_batch, cache):
-  """f(indices (B,), params, data, tau, material) -> dict of (B,) or (B, 2) arrays. Traceable."""
+_POINT_AXIS = "points"
+
+
+def _to_host(tree):
+  from genviz_jax import evaluate
+  return {k: np.asarray(v) for k, v in evaluate.to_host(tree).items()}
+
+
+def _one_direction(key, params, precond, k, norm, ignore_1d):
+  """Direction k (pytree like params) and ||g_k|| of the Gaussian before preconditioning."""
   from genviz_jax import directions as directions_lib
+  d = directions_lib.random_direction(key, params, k, norm=norm, ignore_1d=ignore_1d)
+  if precond is None:
+    return d, jnp.zeros((), jnp.float32)
+  return jax.tree.map(lambda a, p: a * p.astype(a.dtype), d, precond), _tree_norm(d)
+
+
+def _specs_like(tree, spec):
+  return jax.tree.map(lambda _: spec, tree)
+
+
+@functools.lru_cache(maxsize=None)
+def _direction_generator(norm: str, ignore_1d: bool, mesh):
+  """jit((indices (B,), params, (key, precond)) -> (dirs (B, ...), ||d|| (B,), ||g|| (B,))).
+
+  Module-level and memoized: Gaussian generation is slow to compile on CPU (seconds per leaf
+  under load), so every radii() call of a process with the same shapes reuses one executable.
+  With a mesh each device generates its own share of the chunk.
+  """
+  from jax.sharding import PartitionSpec as P
+
+  def gen(indices, params, material):
+    key, precond = material
+    dirs, base = jax.vmap(lambda k: _one_direction(key, params, precond, k, norm, ignore_1d))(
+        indices)
+    return dirs, jax.vmap(_tree_norm)(dirs), base
+
+  if mesh is None:
+    return jax.jit(gen)
+
+  def sharded(indices, params, material):
+    return jax.shard_map(lambda i: gen(i, params, material), mesh=mesh,
+                         in_specs=P(_POINT_AXIS), out_specs=P(_POINT_AXIS),
+                         check_vma=False)(indices)
+  return jax.jit(sharded)
+
+
+@functools.lru_cache(maxsize=32)
+def _make_solver(loss_fn, metric, spec, *, two_sided, crossing, r_init, r_max, rtol, max_iter,
+                 dtype, point_batch, data_batch, cache, mesh):
+  """jit(f(indices (B,), dirs | None, params, data, tau, material) -> dict of (B,) or (B, 2)).
+
+  dirs: the chunk's directions (leaves (B, ...)), or None to regenerate them from material =
+  (key, preconditioner) in every evaluation (memory for one point group only). With a mesh the
+  chunk is split over the mesh's "points" axis; each device runs its own while_loop.
+  Memoized (loss_fn and the settings are the key): repeated sweeps reuse the executable.
+  spec: (norm, ignore_1d) of generated directions, or None for given ones.
+  """
+  from jax.sharding import PartitionSpec as P
   from genviz_jax import evaluate
   metric_fn = _as_metric_fn(loss_fn, metric)
 
-  def direction(k, params, material):
-    """Direction number k and ||g_k|| (the Gaussian's norm, for importance weights)."""
-    if spec is None:
-      d = jax.tree.map(lambda x: x[jnp.minimum(k, num - 1)], material)
-      return d, jnp.zeros((), jnp.float32)
-    key, precond = material
-    d = directions_lib.random_direction(key, params, k, norm=spec.norm, ignore_1d=spec.ignore_1d)
-    if precond is None:
-      return d, jnp.zeros((), jnp.float32)
-    base = _tree_norm(d)
-    return jax.tree.map(lambda a, p: a * p.astype(a.dtype), d, precond), base
-
-  def f(indices, params, data, tau, material):
+  def local(indices, dirs, params, data, tau, material):
     b = indices.shape[0]
     signs = jnp.concatenate([jnp.ones((b,), dtype), -jnp.ones((b,), dtype)]) if two_sided \
         else jnp.ones((b,), dtype)
     m = signs.shape[0]
-    dirs, base = jax.vmap(lambda k: direction(k, params, material))(indices)
-    norms = jax.vmap(_tree_norm)(dirs)
-    if cache:
-      def delta_fn(ids, r):
-        s = (signs * r)[ids]
-        return jax.tree.map(lambda x: x[ids % b] * s.astype(x.dtype).reshape(
-            (-1,) + (1,) * (x.ndim - 1)), dirs)
-    else:
-      def delta_fn(ids, r):
-        s = (signs * r)[ids]
-        d, _ = jax.vmap(lambda k: direction(k, params, material))(indices[ids % b])
-        return jax.tree.map(lambda x: x * s.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1)),
-                            d)
+
+    def delta_fn(ids, r):
+      s = (signs * r)[ids]
+      if dirs is not None:
+        d = jax.tree.map(lambda x: x[ids % b], dirs)
+      else:
+        key, precond = material
+        d, _ = jax.vmap(lambda k: _one_direction(key, params, precond, k, *spec))(
+            indices[ids % b])
+      return jax.tree.map(lambda x: x * s.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1)),
+                          d)
 
     def metric_at(r):
       out = evaluate.point_metrics(metric_fn, params, lambda ids: delta_fn(ids, r),
@@ -643,23 +705,29 @@ def _make_chunk_fn(loss_fn, metric, spec, num, *, two_sided, crossing, r_init, r
                              rtol=rtol, max_iter=max_iter, dtype=dtype)
     if two_sided:
       res = {k: jnp.stack([v[:b], v[b:]], axis=1) for k, v in res.items()}
-    res["direction_norm"] = norms.astype(jnp.float32)
-    if spec is not None and spec.preconditioner is not None:
-      res["base_norm"] = base
+    if dirs is None:
+      # One direction at a time: the norms must not need the whole chunk in memory either.
+      key, precond = material
+      def norms(k):
+        d, g = _one_direction(key, params, precond, k, *spec)
+        return _tree_norm(d), g
+      res["direction_norm"], base = jax.lax.map(norms, indices)
+      if precond is not None:
+        res["base_norm"] = base
     return res
 
-  return f
+  if mesh is None:
+    return jax.jit(local)
+
+  def sharded(indices, dirs, params, data, tau, material):
+    fn = lambda i, d: local(i, d, params, data, tau, material)
+    return jax.shard_map(fn, mesh=mesh, in_specs=(P(_POINT_AXIS), _specs_like(dirs, P(_POINT_AXIS))),
+                         out_specs=P(_POINT_AXIS), check_vma=False)(indices, dirs)
+  return jax.jit(sharded)
 
 
 def _tree_norm(tree: PyTree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
-
-def _chunk_runner(fn, mesh, step):
-  """A callable (indices, params, data, tau, material) -> dict of arrays, for one chunk."""
-  if mesh is None:
-    return jax.jit(fn)
-  raise NotImplementedError("mesh sharding lands with the engine's shard_points")
 
 
 # ----------------------------------------------------------------------------- resumable sweeps
