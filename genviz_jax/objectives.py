@@ -14,25 +14,36 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 
+def _nan_unless_valid(values: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
+  # Traced code cannot raise: a label outside [0, C) becomes NaN, which the trainer's NaN guard
+  # reports, instead of wrapping around (-1) or silently scoring 0.
+  valid = (labels >= 0) & (labels < num_classes)
+  return jnp.where(valid, values, jnp.nan)
+
+
 def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
-  """Per-example -log p_y from logits (..., C) and integer labels (...)."""
+  """Per-example -log p_y from logits (..., C) and integer labels (...); NaN where y ∉ [0, C)."""
   logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels).astype(jnp.int32)
   logp = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.take_along_axis(logp, jnp.asarray(labels)[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  safe = jnp.clip(labels, 0, logits.shape[-1] - 1)
+  ce = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+  return _nan_unless_valid(ce, labels, logits.shape[-1])
 
 
 def complement_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
-  """Per-example -log(1 - p_y), stable as p_y -> 1 in float32.
+  """Per-example -log(1 - p_y) from logits (..., C), stable as p_y -> 1 in float32.
 
   1 - p_y = Σ_{c≠y} exp(z_c) / Σ_c exp(z_c), so
   -log(1 - p_y) = logsumexp(z) - logsumexp_{c≠y}(z_c): no subtraction of nearly equal numbers,
-  finite value and gradient whenever some other logit is finite.
+  finite value and gradient whenever some other logit is finite. NaN where y ∉ [0, C).
   """
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels).astype(jnp.int32)
   onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=bool)
   others = jnp.where(onehot, -jnp.inf, logits)
-  return jax.nn.logsumexp(logits, axis=-1) - jax.nn.logsumexp(others, axis=-1)
+  value = jax.nn.logsumexp(logits, axis=-1) - jax.nn.logsumexp(others, axis=-1)
+  return _nan_unless_valid(value, labels, logits.shape[-1])
 
 
 def accuracy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:

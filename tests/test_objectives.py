@@ -135,3 +135,13 @@ def test_check_poison_factor_accepts_unit_interval(beta):
 def test_accuracy_counts_argmax_hits():
   z = np.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.5]], np.float32)
   np.testing.assert_array_equal(objectives.accuracy(z, [0, 0, 0]), [1.0, 0.0, 1.0])
+
+
+def test_labels_outside_the_classes_give_nan_not_a_silent_value():
+  z = jnp.array([[1.0, 2.0, 0.5]] * 3)
+  y = jnp.array([0, 3, -1])
+  for fn in (objectives.cross_entropy, objectives.complement_cross_entropy):
+    out = np.asarray(fn(z, y))
+    assert np.isfinite(out[0]) and np.all(np.isnan(out[1:]))
+  g = jax.grad(lambda z: jnp.sum(objectives.cross_entropy(z, y[:1])))(z[:1])
+  assert np.all(np.isfinite(g))
