@@ -19,7 +19,8 @@ from absl import logging
 from experiments import common
 from genviz_jax import data
 
-_DATASET = flags.DEFINE_string("dataset", None, "TFDS name: " + ", ".join(sorted(data.TFDS_DATASETS)))
+_DATASET = flags.DEFINE_string("dataset", None,
+                               "TFDS name: " + ", ".join(sorted(data.TFDS_DATASETS)))
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "directory to prepare the dataset in")
 
 

@@ -37,6 +37,12 @@ class Dataset:
     return tuple(self.train["x"].shape[1:])
 
 
+def _nonnegative_int(name: str, value) -> int:
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+    raise ValueError(f"{name}={value!r} must be an integer >= 0")
+  return int(value)
+
+
 def _positive_int(name: str, value) -> int:
   if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
     raise ValueError(f"{name}={value!r} must be a positive integer")
@@ -160,7 +166,7 @@ def circles(seed: int = 0, margin: float = 0.001, num_inner: int = 40, num_outer
 # ---------------------------------------------------------------- normalization
 
 def _channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-  """Per-channel (last axis) mean and std in float64, chunked so uint8 data is never copied whole."""
+  """Per-channel (last axis) mean and std in float64, chunked: uint8 data is never copied whole."""
   c = x.shape[-1]
   s = np.zeros(c)
   s2 = np.zeros(c)
@@ -193,8 +199,7 @@ def _normalize_splits(splits: dict[str, Batch | None]) -> tuple[dict, dict]:
 
 def _split_sizes(total: int, num_train, num_test, num_poison) -> tuple[int, int, int]:
   num_train = _positive_int("num_train", num_train)
-  if not isinstance(num_poison, (int, np.integer)) or isinstance(num_poison, bool) or num_poison < 0:
-    raise ValueError(f"num_poison={num_poison!r} must be an integer >= 0")
+  _nonnegative_int("num_poison", num_poison)
   if num_test is None:
     num_test = total - num_train - num_poison
     if num_test <= 0:
@@ -304,8 +309,7 @@ def tfds_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
   if num_test is not None:
     _positive_int("num_test", num_test)
   max_poison = _positive_int("max_poison", max_poison)
-  if not isinstance(num_poison, (int, np.integer)) or isinstance(num_poison, bool) or num_poison < 0:
-    raise ValueError(f"num_poison={num_poison!r} must be an integer >= 0")
+  _nonnegative_int("num_poison", num_poison)
   if num_poison > max_poison:
     raise ValueError(f"num_poison={num_poison} exceeds max_poison={max_poison}; raise max_poison "
                      "if the float32 copy fits in memory")

@@ -152,7 +152,8 @@ class ResNet(nn.Module):
 def _check_positive(name: str, value, kind=(int,)) -> None:
   ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
   if not ok:
-    raise ValueError(f"{name}={value!r} must be a positive {'integer' if kind == (int,) else 'number'}")
+    what = "integer" if kind == (int,) else "number"
+    raise ValueError(f"{name}={value!r} must be a positive {what}")
 
 
 def _make_mlp(num_classes, widths=(23, 16, 26, 32, 28, 31), activation="relu"):
@@ -162,7 +163,8 @@ def _make_mlp(num_classes, widths=(23, 16, 26, 32, 28, 31), activation="relu"):
   for w in widths:
     _check_positive(f"widths entry {w!r} in widths", w)
   if activation not in ACTIVATIONS:
-    raise ValueError(f"activation={activation!r} is unknown; allowed: {', '.join(sorted(ACTIVATIONS))}")
+    raise ValueError(f"activation={activation!r} is unknown; allowed: "
+                     f"{', '.join(sorted(ACTIVATIONS))}")
   return MLP(widths=widths, num_classes=num_classes, activation=activation)
 
 

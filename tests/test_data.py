@@ -219,7 +219,8 @@ def test_tfds_svhn_extra_is_the_poison_set(tmp_path):
   assert ds.poison["x"].shape == (10, 32, 32, 3) and ds.poison["y"].dtype == np.int32
   assert ds.train["x"].shape == (20, 32, 32, 3)
   # The poison set is normalized with the TRAIN statistics, not its own.
-  pix = ds.poison["x"] * np.array(ds.metadata["channel_std"]) + np.array(ds.metadata["channel_mean"])
+  std, mean = np.array(ds.metadata["channel_std"]), np.array(ds.metadata["channel_mean"])
+  pix = ds.poison["x"] * std + mean
   np.testing.assert_allclose(pix, np.round(pix), atol=1e-3)
 
 

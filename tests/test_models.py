@@ -70,11 +70,12 @@ def test_resnet_parameter_counts():
   r18 = _resnet_count((2, 2, 2, 2), (64, 128, 256, 512), 3, 10, "conv")
   assert 0.26e6 < r20 < 0.28e6  # He et al. 2016, Table 6: 0.27M
   assert 11.1e6 < r18 < 11.2e6  # the usual CIFAR ResNet-18: 11.17M
-  assert models.count_params(_shapes(models.create_model("resnet20", 10), (32, 32, 3))["params"]) == r20
-  assert models.count_params(_shapes(models.create_model("resnet18", 10), (32, 32, 3))["params"]) == r18
+  count = lambda name, **kw: models.count_params(
+      _shapes(models.create_model(name, 10, **kw), (32, 32, 3))["params"])
+  assert count("resnet20") == r20
+  assert count("resnet18") == r18
   half = _resnet_count((2, 2, 2, 2), (32, 64, 128, 256), 3, 10, "conv")
-  assert models.count_params(
-      _shapes(models.create_model("resnet18", 10, width=0.5), (32, 32, 3))["params"]) == half
+  assert count("resnet18", width=0.5) == half
 
 
 @pytest.mark.parametrize("depth", [11, 13, 16])

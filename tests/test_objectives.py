@@ -97,8 +97,8 @@ def test_extreme_logits_give_finite_value_and_gradient(num_classes):
   gt, gp = jax.grad(loss, argnums=(0, 1))(jnp.asarray(z), jnp.asarray(z))
   assert np.isfinite(value)
   assert np.all(np.isfinite(gt)) and np.all(np.isfinite(gp))
-  # d/dz_y of β·mean(-log(1-p_y)) = β/n·(p_y - 0) ≈ β/n; check that the poison gradient is the
-  # analytic one rather than merely finite.
+  # d/dz_y of -log(1-p_y) is p_y, so the poison gradient is β·p_y/n ≈ β/n: the analytic value,
+  # not merely a finite one.
   np.testing.assert_allclose(gp[:, 0], 0.7 / 4, rtol=1e-5)
   # Also the other sign: logits pushing p_y -> 0 (clean CE saturates the other way).
   np.testing.assert_allclose(objectives.cross_entropy(-z, y), 2e4 + np.log(num_classes - 1),
@@ -117,7 +117,8 @@ def test_gradient_matches_finite_differences_float64():
       zplus, zminus = zp.astype(np.float64), zp.astype(np.float64)
       zplus[i, j] += eps
       zminus[i, j] -= eps
-      fd[i, j] = (_np_poisoned(zt, yt, zplus, yp, 0.6) - _np_poisoned(zt, yt, zminus, yp, 0.6)) / (2 * eps)
+      fd[i, j] = (_np_poisoned(zt, yt, zplus, yp, 0.6)
+                  - _np_poisoned(zt, yt, zminus, yp, 0.6)) / (2 * eps)
   np.testing.assert_allclose(g, fd, rtol=1e-4, atol=1e-6)
 
 
