@@ -284,3 +284,16 @@ def test_minibatch_indices_epochs_are_permutations_and_jittable():
 def test_minibatch_indices_rejects_bad_sizes(n, bs, match):
   with pytest.raises(ValueError, match=match):
     data.minibatch_indices(n, bs, 0, 0)
+
+
+def test_prepare_data_rejects_bad_arguments_before_touching_anything(tmp_path):
+  from experiments import prepare_data
+  with pytest.raises(ValueError, match=r"--dataset='cifar100' .*allowed: cifar10, fashion_mnist"):
+    prepare_data.prepare("cifar100", str(tmp_path))
+  a_file = tmp_path / "f"
+  a_file.write_text("keep me")
+  with pytest.raises(ValueError, match="not a directory"):
+    prepare_data.prepare("mnist", str(a_file))
+  with pytest.raises(ValueError, match="--data_dir is required"):
+    prepare_data.prepare("mnist", "")
+  assert a_file.read_text() == "keep me"
