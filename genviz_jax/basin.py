@@ -467,7 +467,7 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
           max_iter: int | None = None, two_sided: bool = False, chunk_size: int = 512,
           point_batch: int = 8, data_batch: int | None = None, cache_directions: bool | None = None,
           mesh=None, store: "ChunkStore | None" = None,
-          on_chunk: Callable[[int, int], None] | None = None) -> Radii:
+          on_chunk: Callable[[int, int, dict], None] | None = None) -> Radii:
   """Basin radius of θ* = params along K directions (module docstring).
 
   Args:
@@ -493,7 +493,9 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
       every bisection step; default when that is under 256 MB.
     mesh: a jax.sharding.Mesh: chunks are sharded over its devices (points axis).
     store: a ChunkStore: finished chunks are saved and found again (resumable sweeps).
-    on_chunk: called as on_chunk(done, K) after every chunk (progress).
+    on_chunk: called as on_chunk(done, K, arrays) after every chunk (progress); arrays: the
+      chunk's results (num_evals counts the points it evaluated; a chunk found in `store`
+      comes with arrays["resumed"] = True).
 
   Returns:
     Radii (numpy).
@@ -596,6 +598,7 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
   parts = []
   for start in range(0, num, step):
     got = store.get(start) if store is not None else None
+    resumed = got is not None
     if got is None:
       idx = np.arange(start, start + step, dtype=np.int32)
       got = _to_host(run_chunk(idx))
@@ -603,7 +606,7 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
         store.put(start, got)
     parts.append(got)
     if on_chunk is not None:
-      on_chunk(min(start + step, num), num)
+      on_chunk(min(start + step, num), num, {**got, "resumed": resumed})
   res = {k: np.concatenate([p[k] for p in parts])[:num] for k in parts[0]}
   return Radii(radius=res["radius"], censored=res["censored"], converged=res["converged"],
                value=res["value"], num_evals=res["num_evals"],

@@ -15,6 +15,7 @@ other 1-D parameters zeroed) or are given. Interpolation moves every parameter, 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -64,7 +65,6 @@ def surface(loss_fn: Callable, params: PyTree, directions, coords, *, data: PyTr
   Raises:
     ValueError: direction trees unlike params, coords of the wrong shape, K = 0, non-finite coords.
   """
-  from genviz_jax import evaluate
   basis = _as_basis(directions, params)
   d = jax.tree.leaves(basis)[0].shape[0]
   c = np.asarray(coords, np.float64)
@@ -82,16 +82,7 @@ def surface(loss_fn: Callable, params: PyTree, directions, coords, *, data: PyTr
   b = min(int(chunk_size), k)
   dtype = jnp.result_type(*jax.tree.leaves(params))
 
-  def metric_fn(*args):
-    out = loss_fn(*args)
-    return dict(out) if isinstance(out, Mapping) else {"loss": out}
-
-  @jax.jit
-  def chunk(coeffs, params, basis, data):
-    return evaluate.point_metrics(metric_fn, params, evaluate.basis_delta_fn(basis, coeffs),
-                                  jnp.arange(b, dtype=jnp.int32), data, point_batch=point_batch,
-                                  data_batch=data_batch)
-
+  chunk = _chunk_fn(loss_fn, b, int(point_batch), data_batch)
   parts = []
   for s in range(0, k, b):
     rows = c[s:s + b]
@@ -102,6 +93,49 @@ def surface(loss_fn: Callable, params: PyTree, directions, coords, *, data: PyTr
     if on_chunk is not None:
       on_chunk(min(s + b, k), k)
   return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+@functools.lru_cache(maxsize=32)
+def _chunk_fn(loss_fn, b, point_batch, data_batch):
+  """jit((coeffs (b, D), params, basis, data) -> dict of (b,)), memoized per loss_fn and sizes:
+  train and test splits of one shape, and lines and interpolations of one length, share it."""
+  from genviz_jax import evaluate
+
+  def metric_fn(*args):
+    out = loss_fn(*args)
+    return dict(out) if isinstance(out, Mapping) else {"loss": out}
+
+  @jax.jit
+  def chunk(coeffs, params, basis, data):
+    return evaluate.point_metrics(metric_fn, params, evaluate.basis_delta_fn(basis, coeffs),
+                                  jnp.arange(b, dtype=jnp.int32), data, point_batch=point_batch,
+                                  data_batch=data_batch)
+  return chunk
+
+
+@functools.partial(jax.jit, static_argnames=("num", "norm", "ignore_1d"))
+def _random_basis(key, params, start, *, num, norm, ignore_1d):
+  from genviz_jax import directions as directions_lib
+  ks = jnp.arange(num, dtype=jnp.int32) + start
+  return jax.vmap(lambda k: directions_lib.random_direction(key, params, k, norm=norm,
+                                                            ignore_1d=ignore_1d))(ks)
+
+
+def random_basis(key: jax.Array, params: PyTree, num: int, *, norm: str = "filter",
+                 ignore_1d: bool = True, start: int = 0) -> PyTree:
+  """Directions start .. start+num-1 stacked (leaves (num, ...)), compiled once per shape.
+
+  The same values as directions.random_directions (direction k = random_direction(key, params,
+  k)); jitted because eager Gaussian generation compiles op by op (seconds per leaf on CPU).
+  """
+  from genviz_jax import directions as directions_lib
+  directions_lib._check_norm(norm)
+  if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num <= 0:
+    raise ValueError(f"num={num!r} must be a positive integer")
+  if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+    raise ValueError(f"start={start!r} must be an integer >= 0")
+  return _random_basis(key, params, jnp.int32(start), num=int(num), norm=norm,
+                       ignore_1d=bool(ignore_1d))
 
 
 def line(loss_fn: Callable, params: PyTree, direction: PyTree, alphas, **kwargs):

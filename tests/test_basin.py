@@ -140,7 +140,7 @@ def test_store_resumes_and_refuses_a_different_sweep(tmp_path):
   full = basin.radii(fn, params, spec, **kw)
   store = basin.ChunkStore(str(tmp_path / "s"))
   seen = []
-  basin.radii(fn, params, spec, store=store, on_chunk=lambda d, k: seen.append(d), **kw)
+  basin.radii(fn, params, spec, store=store, on_chunk=lambda d, k, a: seen.append(d), **kw)
   assert seen == [4, 8, 12] and store.num_chunks() == 3
   # Drop the middle chunk (as if killed): the rerun computes only that one, identically.
   os.remove(os.path.join(store.path, "chunk_000000000004.npz"))
