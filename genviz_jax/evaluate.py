@@ -25,7 +25,9 @@ Metric functions (DESIGN §4): `metric_fn(params, batch)` returns a scalar batch
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import functools
+import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -33,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
 from genviz_jax import directions as directions_lib
 
@@ -215,9 +217,62 @@ def point_metrics(metric_fn: MetricFn, params: PyTree, delta_fn: DeltaFn, indice
 
 
 # ------------------------------------------------------------------------------ delta builders
+#
+# The builders return small callable dataclasses registered as pytrees: their arrays are leaves,
+# so the compiled chunk function takes them as arguments (a surface basis of a large net is not
+# baked into the executable as a constant, and a new coefficient table does not recompile).
 
 
-def basis_delta_fn(basis: PyTree, coeffs) -> DeltaFn:
+def _scale_rows(tree: PyTree, s: jax.Array) -> PyTree:
+  return jax.tree.map(lambda x: x * s.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1)), tree)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class BasisDelta:
+  """δ_k = Σ_i coeffs[k, i] · d_i. basis leaves (D, *leaf.shape); coeffs (K, D)."""
+  basis: PyTree
+  coeffs: jax.Array
+
+  def __call__(self, idx):
+    c = self.coeffs[idx]
+    return jax.tree.map(lambda d: jnp.tensordot(c.astype(d.dtype), d, axes=1), self.basis)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DirectionDelta:
+  """δ_k = radii[k] · random_direction(key, params, offset + k)."""
+  key: jax.Array
+  params: PyTree
+  radii: jax.Array
+  offset: jax.Array
+  norm: str = dataclasses.field(default="filter", metadata={"static": True})
+  ignore_1d: bool = dataclasses.field(default=True, metadata={"static": True})
+
+  def __call__(self, idx):
+    r = self.radii[idx] if self.radii.ndim == 1 else jnp.broadcast_to(self.radii, idx.shape)
+    d = jax.vmap(lambda k: directions_lib.random_direction(
+        self.key, self.params, k, norm=self.norm, ignore_1d=self.ignore_1d))(idx + self.offset)
+    return _scale_rows(d, r)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class StackedDelta:
+  """δ_k = scales[k] · stacked[k] (scales None: 1). stacked leaves (K, *leaf.shape)."""
+  stacked: PyTree
+  scales: jax.Array | None = None
+
+  def __call__(self, idx):
+    d = jax.tree.map(lambda x: x[idx], self.stacked)
+    if self.scales is None:
+      return d
+    s = self.scales[idx] if self.scales.ndim == 1 else jnp.broadcast_to(self.scales, idx.shape)
+    return _scale_rows(d, s)
+
+
+def basis_delta_fn(basis: PyTree, coeffs) -> BasisDelta:
   """δ_k = Σ_i coeffs[k, i] · d_i: points on a surface spanned by shared directions.
 
   Args:
@@ -227,7 +282,8 @@ def basis_delta_fn(basis: PyTree, coeffs) -> DeltaFn:
     coeffs: (K, D) coefficients α; point k is θ + Σ_i α[k, i] d_i.
 
   Returns:
-    delta_fn(idx (B,)) -> leaves (B, *leaf.shape). Ids index rows of coeffs.
+    delta_fn(idx (B,)) -> leaves (B, *leaf.shape); ids index rows of coeffs. A pytree (its
+    arrays are leaves), so it can be passed into jit.
   """
   coeffs = jnp.asarray(coeffs)
   if coeffs.ndim != 2:
@@ -237,60 +293,460 @@ def basis_delta_fn(basis: PyTree, coeffs) -> DeltaFn:
     if np.ndim(leaf) < 1 or np.shape(leaf)[0] != num_dirs:
       raise ValueError(f"basis leaf {jax.tree_util.keystr(path)} has shape {np.shape(leaf)}; "
                        f"need a leading axis of D={num_dirs} (coeffs are {coeffs.shape})")
-
-  def fn(idx):
-    c = coeffs[idx]
-    return jax.tree.map(lambda d: jnp.tensordot(c.astype(d.dtype), d, axes=1), basis)
-
-  return fn
+  return BasisDelta(basis, coeffs)
 
 
 def direction_delta_fn(key: jax.Array, params: PyTree, radii, *, norm: str = "filter",
-                       ignore_1d: bool = True, offset: int = 0) -> DeltaFn:
+                       ignore_1d: bool = True, offset=0) -> DirectionDelta:
   """δ_k = radii[k] · random_direction(key, params, offset + k): basin-style points.
 
-  Directions are regenerated from (key, k) in the compiled call, so K directions are never
+  Directions are regenerated from (key, k) inside the compiled call, so K directions are never
   held in memory.
 
   Args:
     key, params, norm, ignore_1d: as for `directions.random_direction`.
     radii: a scalar or (K,) radii, indexed by point id (may be traced, e.g. a bisection's
       current radii inside lax.while_loop).
-    offset: direction number of point id 0 (direction number = offset + id).
+    offset: direction number of point id 0 (direction number = offset + id); may be traced.
 
   Returns:
-    delta_fn(idx (B,)) -> leaves (B, *leaf.shape).
+    delta_fn(idx (B,)) -> leaves (B, *leaf.shape); a pytree.
   """
   directions_lib._check_norm(norm)
   radii = jnp.asarray(radii)
   if radii.ndim > 1:
     raise ValueError(f"radii have shape {radii.shape}; need a scalar or (K,)")
-
-  def fn(idx):
-    r = radii[idx] if radii.ndim == 1 else jnp.broadcast_to(radii, idx.shape)
-    d = jax.vmap(lambda k: directions_lib.random_direction(key, params, k, norm=norm,
-                                                           ignore_1d=ignore_1d))(idx + offset)
-    return jax.tree.map(lambda x: x * r.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1)), d)
-
-  return fn
+  return DirectionDelta(key, params, radii, jnp.asarray(offset, jnp.int32), norm, bool(ignore_1d))
 
 
-def stacked_delta_fn(stacked: PyTree, scales=None) -> DeltaFn:
+def stacked_delta_fn(stacked: PyTree, scales=None) -> StackedDelta:
   """δ_k = scales[k] · stacked[k] for directions already in memory (leaves (K, *leaf.shape)).
 
-  Cheaper than direction_delta_fn when the same K directions are evaluated many times (each
-  bisection step of a basin sweep chunk) and K·|θ| fits in memory.
+  Cheaper than direction_delta_fn when the same directions are evaluated many times (every
+  bisection step of a basin sweep chunk) and they fit in memory.
   """
   leaves = jax.tree.leaves(stacked)
   if not leaves or any(np.ndim(x) < 1 for x in leaves):
     raise ValueError("stacked directions need leaves (K, *leaf.shape)")
   scales = None if scales is None else jnp.asarray(scales)
+  if scales is not None and scales.ndim > 1:
+    raise ValueError(f"scales have shape {scales.shape}; need a scalar or (K,)")
+  return StackedDelta(stacked, scales)
 
-  def fn(idx):
-    d = jax.tree.map(lambda x: x[idx], stacked)
-    if scales is None:
-      return d
-    s = scales[idx] if scales.ndim == 1 else jnp.broadcast_to(scales, idx.shape)
-    return jax.tree.map(lambda x: x * s.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1)), d)
 
-  return fn
+# ------------------------------------------------------------------------------ sharding
+
+
+def point_mesh(devices=None, *, data_shards: int = 1, point_axis: str = "points",
+               data_axis: str = "data") -> Mesh:
+  """A (points, data) device mesh with Auto axis types over `devices` (default: all, all hosts).
+
+  Args:
+    devices: a sequence of devices; default jax.devices() (every process's devices).
+    data_shards: devices along the data axis (1: data replicated, points sharded over all).
+
+  Raises:
+    ValueError: data_shards does not divide the device count.
+  """
+  devs = list(jax.devices() if devices is None else devices)
+  data_shards = _positive_int("data_shards", data_shards)
+  if len(devs) % data_shards:
+    raise ValueError(f"data_shards={data_shards} does not divide the {len(devs)} devices")
+  arr = np.array(devs, dtype=object).reshape(len(devs) // data_shards, data_shards)
+  auto = jax.sharding.AxisType.Auto
+  return Mesh(arr, (point_axis, data_axis), axis_types=(auto, auto))
+
+
+def _axis_size(mesh: Mesh | None, axis: str | None) -> int:
+  if mesh is None or axis is None:
+    return 1
+  if axis not in mesh.shape:
+    raise ValueError(f"mesh has no axis {axis!r}; its axes are {tuple(mesh.shape)}")
+  return int(mesh.shape[axis])
+
+
+def _pad_indices(indices: jax.Array, multiple: int) -> jax.Array:
+  pad = (-indices.shape[0]) % multiple
+  if not pad:
+    return indices
+  return jnp.concatenate([indices, jnp.broadcast_to(indices[:1], (pad,))])
+
+
+def shard_points(f: Callable[[jax.Array], dict], mesh: Mesh | None, *,
+                 point_axis: str = "points") -> Callable[[jax.Array], dict]:
+  """Runs a per-point traceable `f(indices (K,)) -> dict of (K,)` sharded over the point axis.
+
+  Each device gets K / n consecutive indices (K is padded with copies of indices[0] to a
+  multiple of n, and the padding dropped). Other mesh axes (e.g. "data") see replicated indices;
+  f may reduce over them with lax.psum. Whatever f closes over is replicated. Use inside jit;
+  with several processes (jax.distributed) the mesh spans all hosts and every process runs
+  the same program on its own devices' shares.
+
+  mesh None (or a single device) returns f unchanged.
+  """
+  n = _axis_size(mesh, point_axis)
+  if mesh is None or mesh.size == 1:
+    return f
+
+  def g(indices):
+    indices = jnp.asarray(indices)
+    k = indices.shape[0]
+    out = jax.shard_map(f, mesh=mesh, in_specs=P(point_axis), out_specs=P(point_axis),
+                        check_vma=False)(_pad_indices(indices, n))
+    return jax.tree.map(lambda v: v[:k], out)
+
+  return g
+
+
+def sharded_point_metrics(metric_fn: MetricFn, params: PyTree, delta_fn: DeltaFn, indices,
+                          data: PyTree | None = None, *, mesh: Mesh | None,
+                          point_axis: str = "points", data_axis: str | None = None,
+                          point_batch: int = 8,
+                          data_batch: int | None = None) -> dict[str, jax.Array]:
+  """point_metrics with points sharded over `point_axis` and, optionally, data over `data_axis`.
+
+  With data_axis of size D: the first N - N % D examples are split into D equal shards whose
+  weighted sums are psum-reduced; the N % D left over are replicated and added once, so the
+  mean is exact for any N. TRACEABLE (use inside jit). Same numbers as point_metrics up to
+  float32 summation order.
+  """
+  n_data = _axis_size(mesh, data_axis)
+  if data is None or n_data == 1:
+    return shard_points(
+        lambda idx: point_metrics(metric_fn, params, delta_fn, idx, data,
+                                  point_batch=point_batch, data_batch=data_batch),
+        mesh, point_axis=point_axis)(indices)
+  n_pts = _axis_size(mesh, point_axis)
+  n = data_size(data)
+  main = n - n % n_data
+  if main == 0:
+    raise ValueError(f"data has N={n} examples, fewer than the {n_data} data shards")
+  head = jax.tree.map(lambda a: a[:main], data)
+  rest = jax.tree.map(lambda a: a[main:], data) if main < n else None
+  local_batch = None if data_batch is None else min(data_batch, main // n_data)
+
+  def f(idx, head, rest):
+    return point_metrics(metric_fn, params, delta_fn, idx, head, point_batch=point_batch,
+                         data_batch=local_batch, data_axis=data_axis, data_rest=rest)
+
+  indices = jnp.asarray(indices)
+  k = indices.shape[0]
+  spec_head = jax.tree.map(lambda _: P(data_axis), head)
+  spec_rest = jax.tree.map(lambda _: P(), rest)
+  out = jax.shard_map(f, mesh=mesh, in_specs=(P(point_axis), spec_head, spec_rest),
+                      out_specs=P(point_axis), check_vma=False)(
+                          _pad_indices(indices, n_pts), head, rest)
+  return jax.tree.map(lambda v: v[:k], out)
+
+
+# ------------------------------------------------------------------------------ planning
+
+
+def default_memory_budget(device=None) -> int:
+  """Bytes the engine may use for intermediates: half an accelerator's memory limit, or a
+  quarter of the host's physical memory on CPU."""
+  device = device or jax.devices()[0]
+  try:
+    stats = device.memory_stats() or {}
+  except Exception:  # noqa: BLE001 - some backends do not implement memory_stats
+    stats = {}
+  if stats.get("bytes_limit"):
+    return int(stats["bytes_limit"] * 0.5)
+  try:
+    phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):
+    phys = 8 << 30
+  return int(phys * 0.25)
+
+
+def _tree_bytes(tree: PyTree) -> int:
+  return sum(int(np.prod(np.shape(x))) * jnp.result_type(x).itemsize for x in jax.tree.leaves(tree))
+
+
+def _probe_bytes(metric_fn: MetricFn, params: PyTree, data: PyTree | None) -> tuple[float, float]:
+  """(bytes per example, fixed bytes) of one evaluation's intermediates, from XLA's memory
+  analysis of metric_fn on a probe chunk (falls back to a crude estimate if unavailable)."""
+  if data is None:
+    try:
+      c = jax.jit(metric_fn).lower(params).compile()
+      return 0.0, float(c.memory_analysis().temp_size_in_bytes)
+    except Exception:  # noqa: BLE001 - the analysis is best effort
+      return 0.0, 4.0 * _tree_bytes(params)
+  n = data_size(data)
+  m = min(n, 256)
+  probe = jax.tree.map(lambda a: jax.ShapeDtypeStruct((m,) + np.shape(a)[1:], jnp.result_type(a)),
+                       data)
+  in_bytes = _tree_bytes(jax.tree.map(lambda a: a[:1], data))
+  try:
+    c = jax.jit(metric_fn).lower(params, probe).compile()
+    temp = float(c.memory_analysis().temp_size_in_bytes)
+    return temp / m + in_bytes, 0.0
+  except Exception:  # noqa: BLE001
+    return 64.0 * in_bytes, 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Chunk sizes for the engine. point_batch: points per vmapped group; data_batch: examples per
+  data chunk (None: all); bytes_per_group: the estimated intermediate memory of one group."""
+  point_batch: int
+  data_batch: int | None
+  bytes_per_group: float
+  points_per_s: float | None = None
+
+
+def plan_batches(metric_fn: MetricFn, params: PyTree, data: PyTree | None = None, *,
+                 memory_budget: int | None = None, point_batch: int | None = None,
+                 data_batch: int | None = None, _probe=None) -> Plan:
+  """Chunk sizes that fit `memory_budget` bytes (default: default_memory_budget()).
+
+  The memory of one group is estimated as point_batch · (3 |θ| + data_batch · bytes/example),
+  with bytes/example from XLA's memory analysis of one evaluation. Preference: point_batch 8
+  (DESIGN §3) and all data at once; the data chunk shrinks first, then the point batch.
+  Given sizes are kept (and checked against the budget).
+
+  Raises:
+    ValueError: the budget is too small for one point on one example, or bad sizes.
+  """
+  point_batch = _optional_positive_int("point_batch", point_batch)
+  data_batch = _optional_positive_int("data_batch", data_batch)
+  budget = default_memory_budget() if memory_budget is None else memory_budget
+  if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)) \
+     or not budget > 0:
+    raise ValueError(f"memory_budget={memory_budget!r} must be a positive number of bytes")
+  n = None if data is None else data_size(data)
+  per_ex, fixed = _probe if _probe is not None else _probe_bytes(metric_fn, params, data)
+  per_point = 3.0 * _tree_bytes(params) + fixed
+
+  def group_bytes(pb, db):
+    return pb * (per_point + (db or 0) * per_ex)
+
+  pb = point_batch or 8
+  db = None if n is None else (min(data_batch, n) if data_batch else n)
+  if data_batch is None and n is not None:
+    while pb > 1 and point_batch is None and group_bytes(pb, 1) > budget:
+      pb //= 2
+    fit = int((budget / pb - per_point) // per_ex) if per_ex > 0 else n
+    db = max(1, min(n, fit))
+    while point_batch is None and pb > 1 and db < min(n, 1024):
+      pb //= 2  # a few points over long data chunks beat many points over tiny chunks
+      db = max(1, min(n, int((budget / pb - per_point) // per_ex)))
+  elif point_batch is None:
+    while pb > 1 and group_bytes(pb, db) > budget:
+      pb //= 2
+  need = group_bytes(pb, db)
+  if need > budget:
+    raise ValueError(f"memory_budget={budget!r} bytes is too small: {pb} point(s) x "
+                     f"{db} example(s) need about {int(need)} bytes")
+  return Plan(pb, None if (n is None or db == n) else db, need)
+
+
+# ------------------------------------------------------------------------------ streaming
+
+
+def _is_array_leaf(x) -> bool:
+  return isinstance(x, (jax.Array, np.ndarray, np.generic, int, float, bool))
+
+
+def _split_dynamic(fn) -> tuple[list, tuple]:
+  """(arguments, static): a callable registered as a pytree of arrays (BasisDelta, ...) travels
+  into jit as arguments (static = its treedef); any other callable is static itself."""
+  leaves, treedef = jax.tree.flatten(fn)
+  if leaves and all(_is_array_leaf(x) for x in leaves) and treedef != jax.tree.structure(0):
+    return leaves, ("tree", treedef)
+  return [], ("fn", fn)
+
+
+def _rebuild(dyn: list, static: tuple):
+  kind, what = static
+  return jax.tree.unflatten(what, dyn) if kind == "tree" else what
+
+
+def to_host(x: PyTree) -> PyTree:
+  """Device arrays -> numpy on every process (all-gathered across hosts when there are several)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return jax.tree.map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)), x)
+  return jax.tree.map(np.asarray, x)
+
+
+def _chunk_points(num_points: int, unit: int, chunk_size: int | None, target: int) -> int:
+  """Points per compiled call: a multiple of `unit`, close to `target`, with little padding."""
+  want = chunk_size if chunk_size is not None else target
+  want = max(unit, min(want, -(-num_points // unit) * unit))
+  num_chunks = -(-num_points // want)
+  per = -(-num_points // num_chunks)
+  return -(-per // unit) * unit
+
+
+@functools.partial(jax.jit, static_argnames=("f", "chunk", "mesh", "point_axis"))
+def _run_chunk(a, lo, last, *, f, chunk, mesh, point_axis):
+  # Module level, so a second sweep with the same f (hashable), shapes and chunk reuses the
+  # compiled executable.
+  idx = jnp.minimum(lo + jnp.arange(chunk, dtype=jnp.int32), last)
+  return shard_points(lambda i: f(i, a), mesh, point_axis=point_axis)(idx)
+
+
+def stream_points(f: Callable[[jax.Array, PyTree], dict], num_points: int, args: PyTree = None,
+                  *, start: int = 0, chunk_size: int | None = None, unit: int = 1,
+                  mesh: Mesh | None = None, point_axis: str = "points",
+                  progress: Callable[[int, int], None] | None = None):
+  """Yields (lo, hi, {name: np.ndarray (hi-lo,)}) for points start .. start+num_points-1.
+
+  Runs the traceable `f(indices (C,), args) -> dict of (C,)` in compiled chunks of C points
+  (sharded over the mesh's point axis when a mesh is given), so memory is needed for one chunk
+  only: K = 10^6 points stream through the same executable. The next chunk is dispatched
+  before the current one is copied to the host. `args` (a pytree of arrays) is passed into the
+  compiled call as arguments, not baked in as constants. The last chunk repeats the last point
+  id as padding; padded results are dropped. Every process of a multi-host run gets all
+  results (all-gathered), so process 0 can write them.
+
+  Args:
+    f: per-point function of (indices, args).
+    num_points: K >= 1.
+    args: pytree of arrays for f.
+    start: id of the first point (>= 0): resumed sweeps continue from here.
+    chunk_size: points per compiled call (rounded up to a multiple of unit x devices).
+    unit: chunk sizes are multiples of unit x (devices on the point axis), e.g. point_batch.
+    progress: called as progress(points_done, num_points) after each chunk.
+  """
+  num_points = _positive_int("num_points", num_points)
+  if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+    raise ValueError(f"start={start!r} must be an integer >= 0")
+  chunk_size = _optional_positive_int("chunk_size", chunk_size)
+  n_dev = _axis_size(mesh, point_axis) if mesh is not None else 1
+  step = _positive_int("unit", unit) * n_dev
+  chunk = _chunk_points(num_points, step, chunk_size, target=64 * step)
+
+  run = functools.partial(_run_chunk, f=f, chunk=chunk, mesh=mesh, point_axis=point_axis)
+  last = jnp.int32(start + num_points - 1)
+  los = list(range(start, start + num_points, chunk))
+  pending = run(args, jnp.int32(los[0]), last)
+  for j, lo in enumerate(los):
+    current = pending
+    if j + 1 < len(los):
+      pending = run(args, jnp.int32(los[j + 1]), last)
+    hi = min(lo + chunk, start + num_points)
+    out = {k: v[:hi - lo] for k, v in to_host(current).items()}
+    if progress is not None:
+      progress(hi - start, num_points)
+    yield lo, hi, out
+
+
+@dataclasses.dataclass(frozen=True)
+class _MetricsChunk:
+  """f(indices, (params, data, delta arrays)) -> metrics; hashable, so compiled chunks are cached."""
+  metric_fn: Any
+  delta_static: tuple
+  point_batch: int
+  data_batch: int | None
+  mesh: Mesh | None
+  point_axis: str
+  data_axis: str | None
+
+  def __call__(self, idx, a):
+    params, data, dyn = a
+    delta_fn = _rebuild(dyn, self.delta_static)
+    if self.mesh is None:
+      return point_metrics(self.metric_fn, params, delta_fn, idx, data,
+                           point_batch=self.point_batch, data_batch=self.data_batch)
+    return sharded_point_metrics(self.metric_fn, params, delta_fn, idx, data, mesh=self.mesh,
+                                 point_axis=self.point_axis, data_axis=self.data_axis,
+                                 point_batch=self.point_batch, data_batch=self.data_batch)
+
+
+def _metrics_runner(metric_fn, params, delta_fn, data, plan: Plan, mesh, point_axis, data_axis):
+  """(f(indices, args), args) evaluating point_metrics, for stream_points."""
+  dyn, static = _split_dynamic(delta_fn)
+  f = _MetricsChunk(metric_fn, static, plan.point_batch, plan.data_batch, mesh, point_axis,
+                    data_axis)
+  return f, (params, data, dyn)
+
+
+def calibrate_batches(metric_fn: MetricFn, params: PyTree, delta_fn: DeltaFn,
+                      data: PyTree | None = None, *, memory_budget: int | None = None,
+                      candidates=(1, 4, 16, 64), groups: int = 2,
+                      mesh: Mesh | None = None, point_axis: str = "points",
+                      data_axis: str | None = None, data_batch: int | None = None) -> Plan:
+  """Times point_metrics for growing point batches and returns the fastest plan that fits
+  the memory budget (points/s measured on `groups` groups per device, after compiling).
+
+  Stops at the first candidate more than 20% slower than the best so far. Costs one compile
+  per candidate tried: worth it for sweeps, not for a handful of points.
+  """
+  groups = _positive_int("groups", groups)
+  n_dev = _axis_size(mesh, point_axis) if mesh is not None else 1
+  best = None
+  probe = _probe_bytes(metric_fn, params, data)
+  for pb in candidates:
+    try:
+      plan = plan_batches(metric_fn, params, data, memory_budget=memory_budget, point_batch=pb,
+                          data_batch=data_batch, _probe=probe)
+    except ValueError:
+      break
+    f, args = _metrics_runner(metric_fn, params, delta_fn, data, plan, mesh, point_axis,
+                              data_axis)
+    k = pb * groups * n_dev
+    run = functools.partial(_run_chunk, args, jnp.int32(0), jnp.int32(k - 1), f=f, chunk=k,
+                            mesh=None, point_axis=point_axis)
+    jax.block_until_ready(run())
+    times = []
+    for _ in range(2):
+      t0 = time.perf_counter()
+      jax.block_until_ready(run())
+      times.append(time.perf_counter() - t0)
+    rate = k / min(times)
+    plan = dataclasses.replace(plan, points_per_s=rate)
+    if best is None or rate > best.points_per_s:
+      best = plan
+    elif rate < 0.8 * best.points_per_s:
+      break
+  if best is None:
+    raise ValueError(f"memory_budget={memory_budget!r} is too small for any point batch")
+  return best
+
+
+def iter_evaluate_points(metric_fn: MetricFn, params: PyTree, delta_fn: DeltaFn,
+                         num_points: int, data: PyTree | None = None, *, start: int = 0,
+                         point_batch: int | None = None, data_batch: int | None = None,
+                         memory_budget: int | None = None, calibrate: bool = False,
+                         chunk_size: int | None = None, mesh: Mesh | None = None,
+                         point_axis: str = "points", data_axis: str | None = None,
+                         progress: Callable[[int, int], None] | None = None):
+  """Generator form of evaluate_points: yields (lo, hi, {name: np.ndarray (hi-lo,)}) per chunk
+  (write each chunk to disk for a resumable sweep)."""
+  num_points = _positive_int("num_points", num_points)
+  if calibrate and point_batch is None:
+    plan = calibrate_batches(metric_fn, params, delta_fn, data, memory_budget=memory_budget,
+                             mesh=mesh, point_axis=point_axis, data_axis=data_axis,
+                             data_batch=data_batch)
+  else:
+    plan = plan_batches(metric_fn, params, data, memory_budget=memory_budget,
+                        point_batch=point_batch, data_batch=data_batch)
+  if chunk_size is None and plan.points_per_s:
+    chunk_size = max(1, int(plan.points_per_s * 2.0))  # about 2 s of work per compiled call
+  f, args = _metrics_runner(metric_fn, params, delta_fn, data, plan, mesh, point_axis, data_axis)
+  # f shards internally (sharded_point_metrics), so chunks only need to be multiples of
+  # point_batch x devices on the point axis.
+  unit = plan.point_batch * (_axis_size(mesh, point_axis) if mesh is not None else 1)
+  yield from stream_points(f, num_points, args, start=start, chunk_size=chunk_size, unit=unit,
+                           progress=progress)
+
+
+def evaluate_points(metric_fn: MetricFn, params: PyTree, delta_fn: DeltaFn, num_points: int,
+                    data: PyTree | None = None, **kwargs) -> dict[str, np.ndarray]:
+  """Metrics at the points params + delta_fn(k), k = start .. start+num_points-1, as numpy.
+
+  The high-level engine: chunk sizes come from a memory budget (plan_batches) or, with
+  calibrate=True, from timing a few point batches (calibrate_batches); points stream through
+  one compiled chunk function (device memory for one chunk only), sharded over `mesh` when
+  given (data too, over `data_axis`). Keyword arguments: see iter_evaluate_points.
+
+  Returns:
+    dict name -> float32 (num_points,).
+  """
+  parts: dict[str, list[np.ndarray]] = {}
+  for _, _, out in iter_evaluate_points(metric_fn, params, delta_fn, num_points, data, **kwargs):
+    for k, v in out.items():
+      parts.setdefault(k, []).append(v)
+  return {k: np.concatenate(v) for k, v in parts.items()}
