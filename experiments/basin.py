@@ -30,11 +30,16 @@ from experiments import common
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "basin.py")
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Basin config "
-                                "(experiments/configs/basin.py[:variant]).", lock_config=True)
-flags.DEFINE_string("workdir", None, "A trained workdir (experiments.train).")
-flags.DEFINE_string("outdir", None, "Output directory (default WORKDIR/basin).")
-flags.mark_flags_as_required(["workdir"])
+
+
+def define_flags() -> None:
+  """Defines the flags; only when run as a binary, so other code can import run()."""
+  config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Basin config "
+                                  "(experiments/configs/basin.py[:variant]).", lock_config=True)
+  flags.DEFINE_string("workdir", None, "A trained workdir (experiments.train).")
+  flags.DEFINE_string("outdir", None, "Output directory (default WORKDIR/basin).")
+  flags.mark_flags_as_required(["workdir"])
+
 
 RESULT_FILES = ("basin.json", "radii.npy", "radii_details.npz", "histogram.png")
 
@@ -163,4 +168,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -31,13 +31,18 @@ from experiments import common
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "landscape.py")
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Landscape config "
-                                "(experiments/configs/landscape.py[:variant]).", lock_config=True)
-flags.DEFINE_string("workdir", None, "A trained workdir (experiments.train).")
-flags.DEFINE_string("other_workdir", None, "A second trained workdir of the same model: "
-                    "interpolation and overlaid 1-D curves.")
-flags.DEFINE_string("outdir", None, "Output directory (default WORKDIR/landscape).")
-flags.mark_flags_as_required(["workdir"])
+
+
+def define_flags() -> None:
+  """Defines the flags; only when run as a binary, so other code can import run()."""
+  config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Landscape config "
+                                  "(experiments/configs/landscape.py[:variant]).", lock_config=True)
+  flags.DEFINE_string("workdir", None, "A trained workdir (experiments.train).")
+  flags.DEFINE_string("other_workdir", None, "A second trained workdir of the same model: "
+                      "interpolation and overlaid 1-D curves.")
+  flags.DEFINE_string("outdir", None, "Output directory (default WORKDIR/landscape).")
+  flags.mark_flags_as_required(["workdir"])
+
 
 KINDS = ("line", "plane", "interpolation")
 
@@ -192,4 +197,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
