@@ -155,6 +155,83 @@ def phase_minefield(cfg, workdir: str) -> dict:
           "bad_train_accuracy_min": float(bad_train.min()), "figure": _rel(workdir, path)}
 
 
+def _minima(workdir: str) -> dict[str, str]:
+  dirs = {n: os.path.join(workdir, "runs", n) for n in ("good", "bad")}
+  for n, d in dirs.items():
+    if not os.path.exists(os.path.join(d, "summary.json")):
+      raise ValueError(f"phase needs the {n} minimum of the 'decision' phase ({d} has no "
+                       "summary.json); run with the decision phase first")
+  return dirs
+
+
+def phase_landscape(cfg, workdir: str) -> dict:
+  """Filter-normalized 1-D (good and bad overlaid) and 2-D landscapes, interpolation good->bad."""
+  from experiments import landscape as landscape_bin
+  from experiments.configs import landscape as landscape_cfg
+  L = cfg.landscape
+  dirs = _minima(workdir)
+  c = landscape_cfg.get_config("")
+  c.seed = int(L.direction_seed)
+  c.line_points, c.grid_points, c.interp_points = int(L.num_1d), int(L.num_2d), int(
+      L.num_interpolation)
+  # The swiss-roll basins are narrow (radius ~0.05-0.1 of ||θ|| filter by filter): the default
+  # [-1, 1] window would show only their walls.
+  c.line_range = float(L.range_1d)
+  c.grid_lo, c.grid_hi = -float(L.range_2d), float(L.range_2d)
+  out = {}
+  both = landscape_bin.run(c, dirs["good"], other_workdir=dirs["bad"],
+                           outdir=os.path.join(workdir, "landscape", "good"))
+  c.kinds = "plane"
+  bad = landscape_bin.run(c, dirs["bad"], outdir=os.path.join(workdir, "landscape", "bad"))
+  line = np.load(both["line"])
+  interp = np.load(both["interpolation"])
+  for name, key in (("good", "a"), ("bad", "b")):
+    loss = line[f"{key}/train/loss"]
+    out[name] = {"line_train_loss_at_alpha_pm_half": [
+        float(np.interp(-0.5, line["alphas"], loss)), float(np.interp(0.5, line["alphas"], loss))]}
+  for name, path in (("good", both["plane"]), ("bad", bad["plane"])):
+    z = np.load(path)["train/loss"]
+    out[name]["plane_train_loss_mean"] = float(np.mean(z))
+    out[name]["plane_share_below_1"] = float(np.mean(z < 1.0))
+  out["interpolation_max_train_loss"] = float(np.max(interp["train/loss"]))
+  figs = [os.path.join("landscape", "good", f) for f in
+          ("line.png", "plane_contour.png", "plane_surface3d.png", "interpolation.png")]
+  figs += [os.path.join("landscape", "bad", f) for f in ("plane_contour.png", "plane_surface3d.png")]
+  out["figures"] = [f for f in figs if os.path.exists(os.path.join(workdir, f))]
+  out["npz"] = {k: _rel(workdir, v) for k, v in both.items()}
+  return out
+
+
+def phase_basin(cfg, workdir: str) -> dict:
+  """Basin radii along filter-normalized directions and log10 volumes, good vs bad."""
+  from experiments import basin as basin_bin
+  from experiments.configs import basin as basin_cfg
+  from genviz_jax.plots import basin as basin_plots
+  B = cfg.basin
+  dirs = _minima(workdir)
+  c = basin_cfg.get_config("")
+  c.num_directions, c.threshold = int(B.num_directions), float(B.threshold)
+  c.r_max, c.seed = float(B.r_max), int(B.direction_seed)
+  c.chunk_size = min(int(c.chunk_size), int(B.num_directions))
+  out, radii, cens = {}, {}, {}
+  keep = ("log10_volume", "log10_volume_ci", "effective_sample_size", "max_share", "radius_mean",
+          "radius_median", "num_directions", "num_censored", "dim", "threshold", "metric",
+          "measure", "centre_value", "wall_time_s")
+  for name, d in dirs.items():
+    outdir = os.path.join(workdir, "basin", name)
+    res = basin_bin.run(c, d, outdir=outdir)
+    out[name] = {k: res[k] for k in keep}
+    radii[name] = np.load(os.path.join(outdir, "radii.npy"))
+    cens[name] = res["num_censored"]
+  path = _figure(workdir, "basin_radii_histogram.png")
+  basin_plots.radius_histogram(
+      radii, path, censored=cens, xlabel="radius (filter-normalized direction)",
+      title=f"train loss > {B.threshold:g}: log10 V good {out['good']['log10_volume']:.4g}, "
+            f"bad {out['bad']['log10_volume']:.4g}")
+  out["figure"] = _rel(workdir, path)
+  return out
+
+
 def _tsne(x: np.ndarray, seed: int, perplexity: float) -> np.ndarray:
   """PCA to at most 50 dimensions, then 2-D t-SNE (as the authors did)."""
   from sklearn.decomposition import PCA
@@ -291,7 +368,8 @@ def phase_optimizers(cfg, workdir: str) -> dict:
 
 
 PHASE_FNS: dict[str, Callable] = {
-    "decision": phase_decision, "minefield": phase_minefield, "gap_sweep": phase_gap_sweep,
+    "decision": phase_decision, "minefield": phase_minefield, "landscape": phase_landscape,
+    "basin": phase_basin, "gap_sweep": phase_gap_sweep,
     "circles": phase_circles, "optimizers": phase_optimizers,
 }
 

@@ -50,6 +50,8 @@ def get_config(variant: str = ""):
   c.landscape.num_2d = 11 if quick else 51
   c.landscape.num_interpolation = 21 if quick else 81
   c.landscape.direction_seed = 0
+  c.landscape.range_1d = 0.5
+  c.landscape.range_2d = 0.25
 
   c.basin = ml_collections.ConfigDict()
   c.basin.num_directions = 64 if quick else 2000
