@@ -85,7 +85,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.poison_source = "sampler"  # fresh sample every step, or "fixed": the dataset's poison split
   c.poison_batch_size = 0  # fixed source: poison examples per step; 0 = the whole split
 
-  c.log_every = 100  # steps per compiled call; a metrics.jsonl line each
+  c.log_every = 100  # a metrics.jsonl line every this many steps
+  # Steps per compiled call; 0 = auto: the whole log_every block as one lax.scan, except conv
+  # nets on CPU, where XLA runs convolutions inside a while loop ~20x slower than outside
+  # (measured: small CNN, 0.5 s vs 20 ms per step), so they get one unrolled step per call.
+  c.steps_per_call = 0
   c.eval_every = 1000  # train/test evaluation (multiple of log_every)
   c.checkpoint_every = 1000  # multiple of log_every; the final step is always saved
   c.keep_checkpoints = 2
@@ -151,7 +155,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
               "eval_batch_size"):
     _positive_int(config, key)
-  for key in ("batch_size", "poison_batch_size", "snapshot_every", "poison_warmup_steps"):
+  for key in ("batch_size", "poison_batch_size", "snapshot_every", "poison_warmup_steps",
+              "steps_per_call"):
     _positive_int(config, key, allow_zero=True)
   for key in ("eval_every", "checkpoint_every"):
     if config[key] % config.log_every:
@@ -396,15 +401,26 @@ def has_batch_stats(model: nn.Module, dataset: data_lib.Dataset) -> bool:
   return bool(jax.tree.leaves(shapes.get("batch_stats", {})))
 
 
-def make_train_loop(step_fn):
-  """`loop(state, data, outer, inner, snapshot) -> (state, aux, snaps, bad)`, jitted.
+def steps_per_call(config, model_name: str | None = None) -> tuple[int, bool]:
+  """(steps per compiled call, whether to unroll them) for this config on this backend."""
+  spc = int(config.steps_per_call)
+  if spc:
+    return spc, False
+  if jax.default_backend() == "cpu" and (model_name or config.model) != "mlp":
+    return 1, True
+  return int(config.log_every), False
 
-  Runs outer·inner steps as a nested `lax.scan`; aux holds per-step values (outer·inner,),
-  snaps the parameters after every inner block (leading axis `outer`) when `snapshot`, and
-  bad = (first non-finite step or -1, its NONFINITE_WHAT code). The state argument is donated.
+
+def make_train_loop(step_fn):
+  """`loop(state, data, outer, inner, snapshot, unroll=False) -> (state, aux, snaps, bad)`.
+
+  Jitted. Runs outer·inner steps as a nested `lax.scan` (unrolled when `unroll`); aux
+  holds per-step values (outer·inner,), snaps the parameters after every inner block (leading
+  axis `outer`) when `snapshot`, and bad = (first non-finite step or -1, its NONFINITE_WHAT
+  code). The state argument is donated.
   """
 
-  def loop(state, data, outer, inner, snapshot):
+  def loop(state, data, outer, inner, snapshot, unroll=False):
     def inner_body(carry, _):
       state, bad = carry
       step = state["step"]
@@ -413,42 +429,56 @@ def make_train_loop(step_fn):
       bad = jnp.where(first, jnp.stack([step, aux["nonfinite"]]), bad)
       return (state, bad), {k: v for k, v in aux.items() if k != "nonfinite"}
 
+    def scan(body, carry, length):
+      if not unroll:
+        return jax.lax.scan(body, carry, None, length=length)
+      # A Python loop at trace time: even a trip-count-1 scan (unroll=True included) leaves
+      # an XLA while loop, which is what makes CPU convolutions slow.
+      outs = []
+      for _ in range(length):
+        carry, out = body(carry, None)
+        outs.append(out)
+      return carry, jax.tree.map(lambda *a: jnp.stack(a), *outs)
+
     def outer_body(carry, _):
-      carry, aux = jax.lax.scan(inner_body, carry, None, length=inner)
+      carry, aux = scan(inner_body, carry, inner)
       return carry, (aux, carry[0]["params"] if snapshot else None)
 
     bad0 = jnp.array([-1, -1], jnp.int32)
-    (state, bad), (aux, snaps) = jax.lax.scan(outer_body, (state, bad0), None, length=outer)
+    (state, bad), (aux, snaps) = scan(outer_body, (state, bad0), outer)
     aux = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), aux)
     return state, aux, snaps, bad
 
-  return jax.jit(loop, static_argnums=(2, 3, 4), donate_argnums=0)
+  return jax.jit(loop, static_argnums=(2, 3, 4, 5), donate_argnums=0)
 
 
 def make_evaluator(model: nn.Module, batch_size: int):
   """`evaluate(params, model_state, split) -> {"loss", "accuracy"}`: means over the split.
 
-  Inference mode (BatchNorm running statistics); the split is processed in chunks of
-  `batch_size` examples (lax.map), the last one padded and masked.
+  Inference mode (BatchNorm running statistics). The split is processed in chunks of
+  `batch_size` examples, one compiled call each (a Python loop, not lax.map: convolutions in
+  an XLA CPU while loop are ~20x slower), the last chunk padded and masked.
   """
 
   @jax.jit
+  def sums(params, model_state, x, y, mask):
+    logits = model.apply({"params": params, **model_state}, x, train=False)
+    return (jnp.sum(jnp.where(mask, objectives.cross_entropy(logits, y), 0.0)),
+            jnp.sum(jnp.where(mask, objectives.accuracy(logits, y), 0.0)))
+
   def evaluate(params, model_state, split):
-    n = split["y"].shape[0]
-    b = min(batch_size, n)
-    pad = (-n) % b
-    x = jnp.concatenate([split["x"], jnp.zeros((pad,) + split["x"].shape[1:], split["x"].dtype)])
-    y = jnp.concatenate([split["y"], jnp.zeros((pad,), split["y"].dtype)])
-    mask = jnp.arange(n + pad) < n
-    chunks = jax.tree.map(lambda a: a.reshape((-1, b) + a.shape[1:]), (x, y, mask))
-
-    def one(chunk):
-      xc, yc, mc = chunk
-      logits = model.apply({"params": params, **model_state}, xc, train=False)
-      return (jnp.sum(jnp.where(mc, objectives.cross_entropy(logits, yc), 0.0)),
-              jnp.sum(jnp.where(mc, objectives.accuracy(logits, yc), 0.0)))
-
-    loss, acc = jax.tree.map(jnp.sum, jax.lax.map(one, chunks))
+    n = int(split["y"].shape[0])
+    b = batch_size  # one shape for every split: one compilation
+    loss = acc = 0.0
+    for i in range(0, n, b):
+      x, y = split["x"][i:i + b], split["y"][i:i + b]
+      pad = b - x.shape[0]
+      mask = jnp.arange(b) < b - pad
+      if pad:
+        x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
+        y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)])
+      l, a = sums(params, model_state, x, y, mask)
+      loss, acc = loss + l, acc + a
     return {"loss": loss / n, "accuracy": acc / n}
 
   return evaluate
@@ -515,24 +545,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   wall0 = wall = float(meta.get("wall_time_s", 0.0))
   t_session = time.time()
   step = start
+  spc, unroll = steps_per_call(config)
   while step < config.num_steps:
     length = min(int(config.log_every), int(config.num_steps) - step)
-    inner = k if 0 < k < length and length % k == 0 else length
-    state, aux, chunk_snaps, bad = loop(state, data, length // inner, inner, inner != length)
-    bad = np.asarray(bad)
-    if bad[0] >= 0:
-      raise NonFiniteError(
-          f"non-finite {NONFINITE_WHAT[bad[1]]} at step {bad[0]} (objective, gradient norm and "
-          f"parameters are checked each step); last checkpoint: {run.latest_step()}")
-    if inner != length:
-      chunk_steps = step + inner * np.arange(1, length // inner + 1)
-      snaps_steps.extend(int(s) for s in chunk_steps)
-      snaps.append(jax.device_get(chunk_snaps))
-    step += length
-    if k >= length and step % k == 0 and inner == length:
-      snaps_steps.append(step)
-      snaps.append(_stack1(state["params"]))
-    aux = jax.device_get(aux)
+    auxes, done = [], 0
+    while done < length:
+      n = min(spc, length - done)
+      inner = k if 0 < k < n and n % k == 0 else n
+      state, aux, call_snaps, bad = loop(state, data, n // inner, inner, inner != n, unroll)
+      bad = np.asarray(bad)
+      if bad[0] >= 0:
+        raise NonFiniteError(
+            f"non-finite {NONFINITE_WHAT[bad[1]]} at step {bad[0]} (objective, gradient norm "
+            f"and parameters are checked each step); last checkpoint: {run.latest_step()}")
+      if inner != n:
+        snaps_steps.extend(int(s) for s in step + inner * np.arange(1, n // inner + 1))
+        snaps.append(jax.device_get(call_snaps))
+      step += n
+      done += n
+      if k and inner == n and step % k == 0:
+        snaps_steps.append(step)
+        snaps.append(_stack1(state["params"]))
+      auxes.append(aux)
+    aux = jax.tree.map(lambda *a: np.concatenate(a), *jax.device_get(auxes))
     line = {"step": step, "objective": float(np.mean(aux["objective"])),
             "objective_last": float(aux["objective"][-1]),
             "grad_norm": float(np.mean(aux["grad_norm"])), "beta": float(aux["beta"][-1])}

@@ -94,13 +94,16 @@ def test_scan_loop_equals_step_by_step_and_does_not_depend_on_grouping():
   copy = lambda s: jax.tree.map(jnp.array, s)
   s1, aux1, _, bad = loop(copy(state), data, 1, 12, False)
   s2, _, snaps, _ = loop(copy(state), data, 3, 4, True)
+  s3, aux3, snaps3, _ = loop(copy(state), data, 3, 4, True, True)  # unrolled (CPU conv nets)
   assert list(np.asarray(bad)) == [-1, -1]
   np.testing.assert_allclose(aux1["objective"], objs, rtol=1e-5)
-  for a, b, d in zip(*(jax.tree.leaves(s["params"]) for s in (s1, s2, ref))):
+  np.testing.assert_allclose(aux3["objective"], objs, rtol=1e-5)
+  for a, b, c_, d in zip(*(jax.tree.leaves(s["params"]) for s in (s1, s2, s3, ref))):
     np.testing.assert_allclose(a, d, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c_, d, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(a, b)  # the same steps, grouped differently: same bits
   # snapshots after steps 4, 8, 12; the last one is the final state
-  assert jax.tree.leaves(snaps)[0].shape[0] == 3
+  assert jax.tree.leaves(snaps)[0].shape[0] == jax.tree.leaves(snaps3)[0].shape[0] == 3
   for a, b in zip(jax.tree.leaves(snaps), jax.tree.leaves(s2["params"])):
     np.testing.assert_array_equal(a[-1], b)
 

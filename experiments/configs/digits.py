@@ -33,6 +33,7 @@ def get_config(variant: str = ""):
   c.log_every = 100
   c.eval_every = 500
   c.checkpoint_every = 500
+  c.eval_batch_size = 800
   if variant.startswith("poisoned"):
     c.poison_factor = 0.5
     c.poison_source = "fixed"

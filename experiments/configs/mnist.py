@@ -45,9 +45,9 @@ def get_config(variant: str = ""):
     c.poison_source = "fixed"
     c.poison_batch_size = 64
   if variant == "quick":
-    c.dataset_kwargs.num_train = 64
-    c.dataset_kwargs.num_test = 32
-    c.dataset_kwargs.num_poison = 32
+    c.dataset_kwargs.num_train = 32
+    c.dataset_kwargs.num_test = 16
+    c.dataset_kwargs.num_poison = 16
     c.poison_factor = 1 / 3
     c.poison_source = "fixed"
     c.poison_batch_size = 8
