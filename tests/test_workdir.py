@@ -123,3 +123,19 @@ def test_a_different_config_is_refused_and_nothing_is_touched(run):
   with pytest.raises(ValueError, match=r"different config \(poison_factor; poison_factor: 0.3"):
     workdir.RunDir.open(d, tiny_config(poison_factor=0.4))
   assert listing(d) == before
+
+
+def test_good_vs_bad_figure_titles_carry_the_accuracies(run):
+  from genviz_jax.plots import decision
+  _, d, summary = run
+  t = workdir.load(d)
+  fig = decision.good_vs_bad_figure(t, t, labels=("good", "bad"))
+  titles = [ax.get_title() for ax in fig.axes]
+  want = (f"train {100 * summary['train_accuracy']:.1f}%, "
+          f"test {100 * summary['test_accuracy']:.1f}%")
+  assert titles == [f"good: {want}", f"bad: {want}"]
+  # the background is the model's own prediction on the grid
+  grid = decision.class_grid(t.model, t.params, t.model_state, (-1, 1, -1, 1), resolution=4)
+  pts = np.stack(np.meshgrid(np.linspace(-1, 1, 4), np.linspace(-1, 1, 4)), -1).reshape(-1, 2)
+  logits = t.model.apply({"params": t.params}, jnp.asarray(pts, jnp.float32))
+  np.testing.assert_array_equal(grid.ravel(), np.argmax(logits, -1))

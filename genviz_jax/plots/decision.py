@@ -94,3 +94,11 @@ def good_vs_bad_figure(good, bad, *, labels=("good minimum", "bad minimum")):
   axes[0].legend(loc="lower left", fontsize=6)
   fig.tight_layout()
   return fig
+
+
+def save_good_vs_bad(good_workdir: str, bad_workdir: str, path: str) -> None:
+  """Loads two training workdirs (genviz_jax.workdir) and saves `good_vs_bad_figure` as PNG."""
+  from genviz_jax import workdir
+  fig = good_vs_bad_figure(workdir.load(good_workdir), workdir.load(bad_workdir))
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
