@@ -517,6 +517,9 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
       raise ValueError(f"params leaf {jax.tree_util.keystr(path)} has dtype "
                        f"{jnp.result_type(leaf)}; need floating point")
 
+  if mesh is not None and _POINT_AXIS not in mesh.shape:
+    raise ValueError(f"mesh axes {tuple(mesh.shape)} have no {_POINT_AXIS!r} axis; build it with "
+                     "evaluate.point_mesh()")
   spec = directions if isinstance(directions, RandomDirections) else None
   if spec is not None:
     num = _check_count("num directions (K)", spec.num)
