@@ -556,8 +556,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       bad = np.asarray(bad)
       if bad[0] >= 0:
         raise NonFiniteError(
-            f"non-finite {NONFINITE_WHAT[bad[1]]} at step {bad[0]} (objective, gradient norm "
-            f"and parameters are checked each step); last checkpoint: {run.latest_step()}")
+            f"non-finite {NONFINITE_WHAT[bad[1]]} at step {bad[0]}; last checkpoint: "
+            f"{run.latest_step()} (loss, gradient norm and parameters are checked every step)")
       if inner != n:
         snaps_steps.extend(int(s) for s in step + inner * np.arange(1, n // inner + 1))
         snaps.append(jax.device_get(call_snaps))

@@ -139,3 +139,15 @@ def test_good_vs_bad_figure_titles_carry_the_accuracies(run):
   pts = np.stack(np.meshgrid(np.linspace(-1, 1, 4), np.linspace(-1, 1, 4)), -1).reshape(-1, 2)
   logits = t.model.apply({"params": t.params}, jnp.asarray(pts, jnp.float32))
   np.testing.assert_array_equal(grid.ravel(), np.argmax(logits, -1))
+
+
+def test_divergence_stops_with_step_and_quantity_and_keeps_the_last_checkpoint(tmp_path):
+  # Adam moves each weight by about the learning rate: 1e-2 for 10 steps, then 1e30 (overflow).
+  c = tiny_config(optimizer="adam", learning_rate=0.01, snapshot_every=0,
+                  lr_boundaries=(10,), lr_decay=1e32)
+  with pytest.raises(train.NonFiniteError,
+                     match=r"non-finite (loss|gradient norm|parameters) at step 1\d; last "
+                           r"checkpoint: 10"):
+    train.train_and_evaluate(c, str(tmp_path))
+  assert workdir.load(str(tmp_path)).step == 10
+  assert not os.path.exists(tmp_path / workdir.SUMMARY)
