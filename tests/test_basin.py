@@ -219,3 +219,49 @@ def test_sharded_over_four_devices_equals_one_device():
   np.testing.assert_allclose(four, one, rtol=1e-6)
   np.testing.assert_allclose(out["nocache"], one, rtol=1e-6)
   np.testing.assert_allclose(out["n4"], out["n1"], rtol=1e-6)
+
+
+_TWO_PROCESS = r"""
+import json, sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(f"127.0.0.1:{sys.argv[2]}", num_processes=2, process_id=int(sys.argv[1]))
+import numpy as np
+from genviz_jax import basin, data, evaluate, models
+ds = data.swiss_roll(num_train=40, num_test=8, num_poison=2)
+model = models.MLP(widths=(12, 10), num_classes=2)
+params = model.init(jax.random.key(0), ds.train["x"][:1])["params"]
+res = basin.radii(models.metric_fn(model), params, basin.RandomDirections(jax.random.key(5), 18),
+                  threshold=0.5, relative=True, data=ds.train, two_sided=True, chunk_size=2,
+                  mesh=evaluate.point_mesh())
+if jax.process_index() == 0:
+  print(json.dumps(np.asarray(res.radius).tolist()))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_radii_of_one():
+  """jax.distributed on 127.0.0.1 (gloo CPU collectives), 2 processes x 2 devices."""
+  import json
+  import socket
+  import subprocess
+  import sys
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = str(s.getsockname()[1])
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESS, str(i), port], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in (0, 1)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-2000:]
+  two = np.asarray(json.loads(outs[0][0].strip().splitlines()[-1]))
+  ds = data.swiss_roll(num_train=40, num_test=8, num_poison=2)
+  model = models.MLP(widths=(12, 10), num_classes=2)
+  params = model.init(jax.random.key(0), ds.train["x"][:1])["params"]
+  one = basin.radii(models.metric_fn(model), params, basin.RandomDirections(jax.random.key(5), 18),
+                    threshold=0.5, relative=True, data=ds.train, two_sided=True, chunk_size=8)
+  np.testing.assert_allclose(two, one.radius, rtol=1e-6)
