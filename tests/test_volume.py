@@ -114,3 +114,20 @@ def test_bad_measure_and_weights():
     basin.log_volume([1.0], 2, measure="lebesgue")
   with pytest.raises(ValueError, match="log_weights has shape"):
     basin.log_volume([1.0, 2.0], 2, log_weights=[0.0])
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (25, 40)])
+def test_isotropic_quadratic_through_radii_is_the_ball(shape):
+  # ½|w|² <= τ is the ball of radius sqrt(2τ): every Gaussian direction, converted to Euclidean
+  # length, must give it, and the volume is the ball's up to the tolerance bias n·log(1+rtol).
+  n = int(np.prod(shape))
+  tau, rtol = 0.8, 1e-6
+  params = {"w": jnp.zeros(shape, jnp.float32)}
+  spec = basin.RandomDirections(jax.random.key(4), 16, norm="none")
+  res = basin.radii(lambda p: 0.5 * jnp.sum(jnp.square(p["w"])), params, spec, threshold=tau,
+                    rtol=rtol, r_init=0.01)
+  np.testing.assert_allclose(res.euclidean(), math.sqrt(2 * tau), rtol=2e-6)
+  est = res.volume(num_bootstrap=50)
+  want = _log_ball(n) + 0.5 * n * math.log(2 * tau)
+  assert want - 1e-3 <= est.log_volume <= want + n * math.log1p(2 * rtol) + 1e-3
+  assert est.effective_sample_size > 15
