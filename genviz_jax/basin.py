@@ -101,32 +101,34 @@ def _perturbed_mask(params: PyTree, ignore_1d: bool) -> list[bool]:
   return [not (ignore_1d and np.ndim(l) <= 1) for l in jax.tree.leaves(params)]
 
 
-def num_perturbed(params: PyTree, ignore_1d: bool = True) -> int:
-  """n: the number of coordinates a direction moves (1-D leaves excluded when ignore_1d)."""
-  return sum(int(np.size(l)) for l, m in zip(jax.tree.leaves(params),
-                                              _perturbed_mask(params, ignore_1d)) if m)
-
-
 def _check_same_tree(tree: PyTree, params: PyTree, name: str, stacked: bool = False) -> int | None:
-  """Raises ValueError unless `tree` has params' structure (and shapes, with a leading K if stacked)."""
-  s_t, s_p = jax.tree.structure(tree), jax.tree.structure(params)
-  if s_t != s_p:
-    raise ValueError(f"{name} tree structure {s_t} does not match params {s_p}")
-  k = None
-  for path, (a, b) in zip(jax.tree_util.tree_flatten_with_path(tree)[0],
-                          zip(jax.tree.leaves(tree), jax.tree.leaves(params))):
-    want = np.shape(b)
-    got = np.shape(a)
-    name_p = jax.tree_util.keystr(path[0])
-    if stacked:
-      if len(got) != len(want) + 1 or got[1:] != want:
-        raise ValueError(f"{name}{name_p} has shape {got}; expected (K,) + {want}")
-      if k is not None and got[0] != k:
-        raise ValueError(f"{name}{name_p} has {got[0]} directions, other leaves {k}")
-      k = got[0]
-    elif got != want:
-      raise ValueError(f"{name}{name_p} has shape {got}; params has {want}")
-  return k
+  """ValueError naming the first differing path unless `tree` is like params (leading K if
+  stacked); returns K for a stack."""
+  from genviz_jax import directions as directions_lib
+  directions_lib.check_same_tree(tree, params, leading=1 if stacked else 0, what=name)
+  if not stacked:
+    return None
+  sizes = {np.shape(x)[0] for x in jax.tree.leaves(tree)}
+  if len(sizes) != 1:
+    raise ValueError(f"{name} leaves have different numbers of directions {sorted(sizes)}")
+  return sizes.pop()
+
+
+def _check_preconditioner(precond: PyTree, params: PyTree, ignore_1d: bool) -> None:
+  """P must be positive and finite, with det P = 1 over the perturbed coordinates (the weight
+  -n·log|Pz| assumes it)."""
+  _check_same_tree(precond, params, "preconditioner")
+  total, n = 0.0, 0
+  for x, m in zip(jax.tree.leaves(precond), _perturbed_mask(params, ignore_1d)):
+    a = np.asarray(x, np.float64)
+    if not np.all(np.isfinite(a) & (a > 0)):
+      raise ValueError("preconditioner has a non-positive or non-finite entry; P must be > 0")
+    if m:
+      total += float(np.sum(np.log(a)))
+      n += a.size
+  if n and abs(total / n) > 1e-4:
+    raise ValueError(f"preconditioner has mean log P = {total / n:.3g} over the perturbed "
+                     "coordinates; det P must be 1 (use diagonal_preconditioner)")
 
 
 # ----------------------------------------------------------------------------- the root finder
@@ -401,7 +403,7 @@ class Radii:
     return out
 
 
-def _as_metric_fn(loss_fn, metric: str):
+def _as_metric_fn(loss_fn):
   def fn(*args):
     out = loss_fn(*args)
     return dict(out) if isinstance(out, Mapping) else {"loss": out}
@@ -426,7 +428,7 @@ def _check_count(name: str, value) -> int:
 
 def centre_metrics(loss_fn, params: PyTree, data: PyTree | None = None) -> dict[str, float]:
   """The metrics at θ* (floats). Evaluated on all of `data` at once."""
-  fn = _as_metric_fn(loss_fn, "loss")
+  fn = _as_metric_fn(loss_fn)
   out = jax.jit(fn)(params, data) if data is not None else jax.jit(fn)(params)
   return {k: float(v) for k, v in out.items()}
 
@@ -529,7 +531,7 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
       if spec.norm != "none":
         raise ValueError(f"a preconditioner needs norm='none' (got norm={spec.norm!r}): it "
                          "replaces the normalization")
-      _check_same_tree(spec.preconditioner, params, "preconditioner")
+      _check_preconditioner(spec.preconditioner, params, spec.ignore_1d)
     dim = directions_lib.num_perturbed(params, spec.ignore_1d, norm=spec.norm)
     measure = {"none": "isotropic", "filter": "filter-normalized",
                "layer": "layer-normalized"}[spec.norm]
@@ -678,7 +680,7 @@ def _make_solver(loss_fn, metric, spec, *, two_sided, crossing, r_init, r_max, r
   """
   from jax.sharding import PartitionSpec as P
   from genviz_jax import evaluate
-  metric_fn = _as_metric_fn(loss_fn, metric)
+  metric_fn = _as_metric_fn(loss_fn)
 
   def local(indices, dirs, params, data, tau, material):
     b = indices.shape[0]

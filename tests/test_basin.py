@@ -160,8 +160,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
   good = {"w": jnp.ones((4, 2, 3))}
   store_dir = str(tmp_path / "store")
   cases = [
-      (dict(directions={"v": jnp.ones((4, 2, 3))}, threshold=1.0), "structure"),
-      (dict(directions={"w": jnp.ones((4, 3, 2))}, threshold=1.0), r"expected \(K,\)"),
+      (dict(directions={"v": jnp.ones((4, 2, 3))}, threshold=1.0), "differs from params"),
+      (dict(directions={"w": jnp.ones((4, 3, 2))}, threshold=1.0), r"expected \(K, ...\)"),
       (dict(directions=good, threshold=-1.0), "already crossed at the centre"),
       (dict(directions=good, threshold=1.0, r_max=0.0), "r_max=0.0"),
       (dict(directions=good, threshold=1.0, r_max=-2), "r_max=-2"),

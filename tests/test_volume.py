@@ -131,3 +131,17 @@ def test_isotropic_quadratic_through_radii_is_the_ball(shape):
   want = _log_ball(n) + 0.5 * n * math.log(2 * tau)
   assert want - 1e-3 <= est.log_volume <= want + n * math.log1p(2 * rtol) + 1e-3
   assert est.effective_sample_size > 15
+
+
+def test_preconditioner_must_have_determinant_one():
+  params = {"w": jnp.zeros((2, 3))}
+  f = lambda p: 0.5 * jnp.sum(p["w"] ** 2)
+  for bad, match in (({"w": jnp.full((2, 3), 2.0)}, "det P must be 1"),
+                     ({"w": jnp.zeros((2, 3))}, "non-positive")):
+    spec = basin.RandomDirections(jax.random.key(0), 4, norm="none", preconditioner=bad)
+    with pytest.raises(ValueError, match=match):
+      basin.radii(f, params, spec, threshold=1.0)
+  with pytest.raises(ValueError, match="needs norm='none'"):
+    basin.radii(f, params, basin.RandomDirections(jax.random.key(0), 4,
+                                                  preconditioner={"w": jnp.ones((2, 3))}),
+                threshold=1.0)
