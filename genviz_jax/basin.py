@@ -139,6 +139,14 @@ def bracket_and_bisect(metric_at: Callable[[jax.Array], jax.Array], num: int, *,
                        rtol: float, max_iter: int, dtype=jnp.float32) -> dict[str, jax.Array]:
   """Smallest crossing radius of `num` directions at once, inside one lax.while_loop (traceable).
 
+  Bracketing r_init, 2·r_init, ... (the last step at r_max) finds the first evaluated radius past
+  the threshold (hi) and the one before it (lo; 0 at first); bisection then halves [lo, hi] until
+  hi - lo <= rtol·hi, and hi is returned: a radius evaluated past the threshold, within rtol of a
+  crossing. A metric that crosses and comes back between two bracketing radii (non-monotone) is
+  resolved only at the bracketing spacing. All directions step in lockstep (one batched
+  evaluation per iteration), so a chunk costs the evaluations of its slowest direction:
+  about log2(r*/r_init) + log2(1/rtol) + 2.
+
   Args:
     metric_at: r (num,) -> metric (num,): the metric of point j at radius r[j]. Called once per
       iteration with every direction (finished ones too: shapes stay static; their state is frozen).
