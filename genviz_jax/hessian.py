@@ -494,7 +494,9 @@ def slq(op: HessianOperator, num_runs: int = 4, num_steps: int = 80, *,
     num_steps: m Lanczos steps per run (1 <= m <= n).
     key: PRNG key (default PRNGKey(2)).
   """
-  r = _check_k("num_runs", num_runs, 10**9)
+  if isinstance(num_runs, bool) or not isinstance(num_runs, (int, np.integer)) or num_runs < 1:
+    raise ValueError(f"num_runs={num_runs!r} must be an integer >= 1")
+  r = int(num_runs)
   m = _check_k("num_steps", num_steps, op.dim)
   key = jax.random.PRNGKey(2) if key is None else key
 

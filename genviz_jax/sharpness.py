@@ -135,7 +135,14 @@ class FlatnessSigma:
   history: list
 
   def as_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    """JSON-ready: tuples as lists, inf / nan (censored ends, no qualifying σ) as None."""
+    def clean(x):
+      if isinstance(x, (tuple, list)):
+        return [clean(v) for v in x]
+      if isinstance(x, float) and not math.isfinite(x):
+        return None
+      return x
+    return {k: clean(v) for k, v in dataclasses.asdict(self).items()}
 
 
 def _check_positive(name: str, value) -> float:

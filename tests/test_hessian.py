@@ -173,6 +173,11 @@ def test_bad_input_is_a_clear_error():
     hessian.top_eigenpairs(op, k=0)
   with pytest.raises(ValueError, match="num_samples=1"):
     hessian.hutchinson_trace(op, num_samples=1)
+  with pytest.raises(ValueError, match="num_runs=0 must be an integer >= 1"):
+    hessian.slq(op, num_runs=0)
+  with pytest.raises(ValueError, match="num_steps=7 must be an integer between 1 and the "
+                     "parameter count 6"):
+    hessian.slq(op, num_runs=1, num_steps=7)
   with pytest.raises(ValueError, match="data_batch=0"):
     hessian.HessianOperator(lambda p, b: jnp.sum(p * b["x"].mean()), jnp.ones(3),
                             {"x": jnp.ones((4, 3))}, data_batch=0)

@@ -69,6 +69,7 @@ def test_flatness_sigma_flags_censoring_and_loss_metric():
   res = sharpness.flatness_sigma(_band_accuracy(0.0, 100.0), params, sigma_max=0.5,
                                  num_bisection=3, num_samples=4)
   assert res.censored == "above" and res.sigma == 0.5
+  assert res.bracket == (0.5, math.inf) and res.as_dict()["bracket"] == [0.5, None]
   res = sharpness.flatness_sigma(_band_accuracy(0.0, 1e-9), params, sigma_min=1e-3,
                                  num_bisection=3, num_samples=4)
   assert res.censored == "below"
