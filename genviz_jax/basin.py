@@ -145,7 +145,7 @@ def bracket_and_bisect(metric_at: Callable[[jax.Array], jax.Array], num: int, *,
   crossing. A metric that crosses and comes back between two bracketing radii (non-monotone) is
   resolved only at the bracketing spacing. All directions step in lockstep (one batched
   evaluation per iteration), so a chunk costs the evaluations of its slowest direction:
-  about log2(r*/r_init) + log2(1/rtol) + 2.
+  about |log2(r*/r_init)| + log2(1/rtol) + 2.
 
   Args:
     metric_at: r (num,) -> metric (num,): the metric of point j at radius r[j]. Called once per
