@@ -32,10 +32,14 @@ from experiments import common
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "sharpness.py")
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
-                                "Sharpness config (experiments/configs/sharpness.py[:quick]).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "A trained workdir (experiments.train).")
+
+
+def define_flags() -> None:
+  """Defines the flags; only when run as a binary, so other code can import compute()."""
+  config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
+                                  "Sharpness config (experiments/configs/sharpness.py[:quick]).",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "A trained workdir (experiments.train).")
 
 OUTPUT = "sharpness.json"
 
@@ -339,4 +343,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
