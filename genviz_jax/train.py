@@ -10,9 +10,13 @@ minibatch, the fresh poison sample and the poison factor β are all functions of
 (seed, step), never of Python-side counters. So the state at step k does not depend on how the
 steps were grouped into compiled calls or on whether the run was killed and resumed.
 
+On GPU the bits also depend on XLA's autotuning and atomics: exact resume there needs
+XLA_FLAGS=--xla_gpu_deterministic_ops=true, which experiments/train.py sets.
+
 The loop runs `log_every` steps per compiled call (`lax.scan`; the paper's schedules are
-100k+ steps and cannot be dispatched one by one from Python), checks them for non-finite
-values, evaluates, and checkpoints through `genviz_jax.workdir`.
+100k+ steps and cannot be dispatched one by one from Python; conv nets on CPU are the exception,
+see `steps_per_call`), checks them for non-finite values, evaluates, and checkpoints through
+`genviz_jax.workdir`.
 
 The objective (DESIGN §1) with β(step) from the poison schedule:
   L = (1-β)·mean_{D_t} -log p(y|x) + β·mean_{D_p} -log(1 - p(y|x)),

@@ -25,8 +25,14 @@ KILL_FLAGS = [f"--config={SWISSROLL}:poisoned_quick", f"--config.num_steps={KILL
               "--config.snapshot_every=200", "--config.plot=False"]
 
 
+def _env():
+  env = dict(os.environ)
+  env.setdefault("JAX_PLATFORMS", "cpu")  # as conftest: CPU unless the caller chose
+  return env
+
+
 def run_train(args, **kw):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = _env()
   return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600, **kw)
 
@@ -46,7 +52,7 @@ def killed_and_resumed(tmp_path_factory):
   """(resumed workdir, uninterrupted workdir): the first was SIGKILLed mid-run, then rerun."""
   base = tmp_path_factory.mktemp("kill")
   killed, whole = str(base / "killed"), str(base / "whole")
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = _env()
   proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *KILL_FLAGS,
                            f"--workdir={killed}"], cwd=ROOT, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -159,9 +165,6 @@ def test_digits_poisoned_quick_trains_with_fixed_poison_minibatches(tmp_path):
   assert not os.path.exists(tmp_path / "decision_boundary.png")  # not 2-D data
 
 
-tfds = pytest.importorskip("tensorflow_datasets")
-
-
 # ResNet/VGG compiles take tens of seconds on a 2-core CPU: those two run with -m slow.
 @pytest.mark.parametrize("path,variant", [
     ("experiments/configs/mnist.py", "quick"),
@@ -169,6 +172,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
     pytest.param("experiments/configs/cifar10.py", "quick", marks=pytest.mark.slow),
 ])
 def test_image_configs_run_on_mock_tfds(tmp_path, path, variant):
+  tfds = pytest.importorskip("tensorflow_datasets")
   c = _load_config(path, variant)
   c.data_dir = str(tmp_path / "data")
   os.makedirs(c.data_dir)
