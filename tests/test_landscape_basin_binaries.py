@@ -58,8 +58,8 @@ def _listing(d):
           for r, _, fs in os.walk(d) for f in fs}
 
 
-_SWEEP = ["--config=experiments/configs/basin.py", "--config.num_directions=1024",
-          "--config.chunk_size=8", "--config.num_bootstrap=100", "--config.threshold=0.5"]
+_SWEEP = ["--config=experiments/configs/basin.py", "--config.num_directions=512",
+          "--config.chunk_size=4", "--config.num_bootstrap=100", "--config.threshold=0.5"]
 
 
 def test_killed_basin_sweep_resumes_to_identical_radii(workdirs, tmp_path):
@@ -78,7 +78,7 @@ def test_killed_basin_sweep_resumes_to_identical_radii(workdirs, tmp_path):
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
   done_at_kill = store.num_chunks()
-  assert 2 <= done_at_kill < 1024 // 8, f"kill landed at {done_at_kill} chunks"
+  assert 2 <= done_at_kill < 512 // 4, f"kill landed at {done_at_kill} chunks"
   assert not os.path.exists(os.path.join(outdir, "basin.json"))
 
   p = _run(["experiments.basin", f"--workdir={workdirs['good']}", f"--outdir={outdir}", *_SWEEP])
@@ -89,14 +89,14 @@ def test_killed_basin_sweep_resumes_to_identical_radii(workdirs, tmp_path):
 
   # The uninterrupted sweep, in this process: the same radii, float for float.
   t = workdir_lib.load(workdirs["good"])
-  ref = basin.radii(t.metric_fn, t.params, basin.RandomDirections(jax.random.key(0), 1024),
-                    threshold=0.5, data=t.dataset.train, chunk_size=8)
+  ref = basin.radii(t.metric_fn, t.params, basin.RandomDirections(jax.random.key(0), 512),
+                    threshold=0.5, data=t.dataset.train, chunk_size=4)
   np.testing.assert_array_equal(radii, ref.radius)
   for key in ("log10_volume", "log10_volume_ci", "effective_sample_size", "radius_mean",
               "radius_median", "num_directions", "num_censored", "dim", "threshold", "metric",
               "measure"):
     assert key in summary
-  assert summary["num_directions"] == 1024 and summary["measure"] == "filter-normalized"
+  assert summary["num_directions"] == 512 and summary["measure"] == "filter-normalized"
   assert summary["radius_median"] == pytest.approx(float(np.median(ref.radius)))
   assert summary["log10_volume"] == pytest.approx(ref.volume(num_bootstrap=0).log10_volume)
   assert summary["dim"] == ref.dim
