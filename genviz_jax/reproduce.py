@@ -232,6 +232,39 @@ def phase_basin(cfg, workdir: str) -> dict:
   return out
 
 
+def phase_sharpness(cfg, workdir: str) -> dict:
+  """Hessian spectrum, PAC-Bayes flatness and ε-sharpness of the good and bad minima."""
+  from experiments import sharpness as sharpness_bin
+  from experiments.configs import sharpness as sharpness_cfg
+  dirs = _minima(workdir)
+  c = sharpness_cfg.get_config(str(cfg.sharpness.variant))
+  res = {}
+  for name in ("good", "bad"):
+    # The bad minimum's density figure overlays the good one's spectrum (computed first).
+    c.compare = (dirs["good"],) if name == "bad" else ()
+    res[name] = sharpness_bin.compute(c, dirs[name])
+  out = {}
+  for name, r in res.items():
+    h = r["hessian"]
+    out[name] = {"top_eigenvalue": h["top_eigenvalues"][0], "trace": h["trace"]["estimate"],
+                 "trace_ci": h["trace"]["ci"], "pacbayes_sigma": r["pacbayes"]["sigma"]["sigma"],
+                 "pacbayes_mag_sigma": r["pacbayes"]["mag_sigma"]["sigma"],
+                 "train_loss": r["centre"]["loss"]}
+  measures = sorted(set(res["good"]["measures"]) & set(res["bad"]["measures"]))
+  values = {m: [res["good"]["measures"][m], res["bad"]["measures"][m]] for m in measures}
+  out["measures"] = measures
+  out["values_good_bad"] = values
+  # Every entry of `measures` is "larger = sharper" (experiments/sharpness.py).
+  out["ranked_sharper_by"] = [m for m, (g, b) in values.items()
+                              if g is not None and b is not None and b > g]
+  figs = []
+  for name in ("good", "bad"):
+    sub = os.path.join(dirs[name], c.out_subdir)
+    figs += [_rel(workdir, os.path.join(sub, f)) for f in res[name].get("figures", [])]
+  out["figures"] = [f for f in figs if os.path.exists(os.path.join(workdir, f))]
+  return out
+
+
 def _tsne(x: np.ndarray, seed: int, perplexity: float) -> np.ndarray:
   """PCA to at most 50 dimensions, then 2-D t-SNE (as the authors did)."""
   from sklearn.decomposition import PCA
@@ -369,7 +402,7 @@ def phase_optimizers(cfg, workdir: str) -> dict:
 
 PHASE_FNS: dict[str, Callable] = {
     "decision": phase_decision, "minefield": phase_minefield, "landscape": phase_landscape,
-    "basin": phase_basin, "gap_sweep": phase_gap_sweep,
+    "basin": phase_basin, "sharpness": phase_sharpness, "gap_sweep": phase_gap_sweep,
     "circles": phase_circles, "optimizers": phase_optimizers,
 }
 

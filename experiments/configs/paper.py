@@ -60,10 +60,7 @@ def get_config(variant: str = ""):
   c.basin.direction_seed = 1
 
   c.sharpness = ml_collections.ConfigDict()
-  c.sharpness.top_k = 3
-  c.sharpness.lanczos_steps = 20 if quick else 40
-  c.sharpness.trace_samples = 10 if quick else 100
-  c.sharpness.sigma_samples = 16 if quick else 64
+  c.sharpness.variant = "quick" if quick else ""  # experiments/configs/sharpness.py
 
   c.gap_sweep = ml_collections.ConfigDict()
   c.gap_sweep.num_factors = 4 if quick else 20
