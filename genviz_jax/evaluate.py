@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import time
 from typing import Any, Callable, Mapping
@@ -463,47 +464,87 @@ def _tree_bytes(tree: PyTree) -> int:
   return sum(int(np.prod(np.shape(x))) * jnp.result_type(x).itemsize for x in jax.tree.leaves(tree))
 
 
-def _probe_bytes(metric_fn: MetricFn, params: PyTree, data: PyTree | None) -> tuple[float, float]:
-  """(bytes per example, fixed bytes) of one evaluation's intermediates, from XLA's memory
-  analysis of metric_fn on a probe chunk (falls back to a crude estimate if unavailable)."""
+@dataclasses.dataclass(frozen=True)
+class Cost:
+  """One evaluation of metric_fn at one point, from XLA's compiled analyses: intermediate bytes
+  and FLOPs, per example and fixed (data=None: all fixed)."""
+  bytes_per_example: float
+  bytes_fixed: float
+  flops_per_example: float
+  flops_fixed: float
+
+
+def probe_cost(metric_fn: MetricFn, params: PyTree, data: PyTree | None = None) -> Cost:
+  """Cost of one evaluation, from jit(metric_fn) compiled on a probe chunk of <= 256 examples
+  (memory_analysis and cost_analysis; crude fallbacks where a backend lacks them)."""
+  param_flops = 2.0 * sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(params))
   if data is None:
-    try:
-      c = jax.jit(metric_fn).lower(params).compile()
-      return 0.0, float(c.memory_analysis().temp_size_in_bytes)
-    except Exception:  # noqa: BLE001 - the analysis is best effort
-      return 0.0, 4.0 * _tree_bytes(params)
-  n = data_size(data)
-  m = min(n, 256)
-  probe = jax.tree.map(lambda a: jax.ShapeDtypeStruct((m,) + np.shape(a)[1:], jnp.result_type(a)),
-                       data)
-  in_bytes = _tree_bytes(jax.tree.map(lambda a: a[:1], data))
+    args, m = (params,), 1
+    in_bytes = 0.0
+  else:
+    n = data_size(data)
+    m = min(n, 256)
+    probe = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((m,) + np.shape(a)[1:], jnp.result_type(a)), data)
+    args = (params, probe)
+    in_bytes = float(_tree_bytes(jax.tree.map(lambda a: a[:1], data)))
   try:
-    c = jax.jit(metric_fn).lower(params, probe).compile()
+    c = jax.jit(metric_fn).lower(*args).compile()
     temp = float(c.memory_analysis().temp_size_in_bytes)
-    return temp / m + in_bytes, 0.0
+  except Exception:  # noqa: BLE001 - the analyses are best effort
+    c, temp = None, 16.0 * (in_bytes * m + _tree_bytes(params))
+  try:
+    ca = c.cost_analysis() if c is not None else None
+    ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+    flops = float(ca["flops"])
   except Exception:  # noqa: BLE001
-    return 64.0 * in_bytes, 0.0
+    flops = param_flops * m
+  if data is None:
+    return Cost(0.0, temp, 0.0, flops)
+  return Cost(temp / m + in_bytes, 0.0, flops / m, 0.0)
+
+
+# Work per vmapped group (FLOPs) below which more points go into a group, and the number of
+# points at most. Measured on a 2-core CPU: the paper's MLP on 200 points (1.4 MFLOP per point)
+# is fastest with 4-64 points per group and 13x a Python loop at 8; a 2->512->512->2 MLP on
+# 10k points (5 GFLOP per point) is fastest with 1 point and 1-2k examples per data chunk
+# (larger groups spill the CPU caches and lose up to 25%). Accelerators want far larger groups.
+_CPU_GROUP_FLOPS, _CPU_MAX_POINT_BATCH = 2e7, 8
+_ACCEL_GROUP_FLOPS, _ACCEL_MAX_POINT_BATCH = 2e10, 256
+# CPU only: intermediates of one group beyond this size fall out of cache.
+_CPU_GROUP_BYTES = 8 << 20
+_MIN_DATA_BATCH = 512
+
+
+def _pow2_floor(x: float) -> int:
+  return 1 if x < 2 else 1 << int(math.floor(math.log2(x)))
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """Chunk sizes for the engine. point_batch: points per vmapped group; data_batch: examples per
-  data chunk (None: all); bytes_per_group: the estimated intermediate memory of one group."""
+  data chunk (None: all); bytes_per_group: estimated intermediate memory of one group;
+  flops_per_point: model FLOPs of one point over all the data (None: unknown);
+  points_per_s: measured by calibrate_batches (None: not measured)."""
   point_batch: int
   data_batch: int | None
   bytes_per_group: float
+  flops_per_point: float | None = None
   points_per_s: float | None = None
 
 
 def plan_batches(metric_fn: MetricFn, params: PyTree, data: PyTree | None = None, *,
                  memory_budget: int | None = None, point_batch: int | None = None,
-                 data_batch: int | None = None, _probe=None) -> Plan:
-  """Chunk sizes that fit `memory_budget` bytes (default: default_memory_budget()).
+                 data_batch: int | None = None, platform: str | None = None,
+                 cost: Cost | None = None) -> Plan:
+  """Chunk sizes from the model's cost and a memory budget (bytes; default_memory_budget()).
 
-  The memory of one group is estimated as point_batch · (3 |θ| + data_batch · bytes/example),
-  with bytes/example from XLA's memory analysis of one evaluation. Preference: point_batch 8
-  (DESIGN §3) and all data at once; the data chunk shrinks first, then the point batch.
-  Given sizes are kept (and checked against the budget).
+  From XLA's analyses of one evaluation (probe_cost): the data chunk is all N examples, or on
+  CPU as many as keep one group's intermediates within 8 MiB (not below 512); the point batch
+  is the power of two that brings a group's work to ~2e7 FLOPs on CPU (at most 8) or ~2e10 on
+  an accelerator (at most 256). Then both shrink, data first, until one group's memory,
+  point_batch · (3 |θ| + data_batch · bytes/example), fits the budget. Sizes given are kept
+  (and checked against the budget).
 
   Raises:
     ValueError: the budget is too small for one point on one example, or bad sizes.
@@ -514,31 +555,48 @@ def plan_batches(metric_fn: MetricFn, params: PyTree, data: PyTree | None = None
   if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)) \
      or not budget > 0:
     raise ValueError(f"memory_budget={memory_budget!r} must be a positive number of bytes")
+  platform = platform or jax.devices()[0].platform
+  cpu = platform == "cpu"
   n = None if data is None else data_size(data)
-  per_ex, fixed = _probe if _probe is not None else _probe_bytes(metric_fn, params, data)
-  per_point = 3.0 * _tree_bytes(params) + fixed
+  cost = cost if cost is not None else probe_cost(metric_fn, params, data)
+  per_point = 3.0 * _tree_bytes(params) + cost.bytes_fixed
+  per_ex = cost.bytes_per_example
 
   def group_bytes(pb, db):
     return pb * (per_point + (db or 0) * per_ex)
 
-  pb = point_batch or 8
-  db = None if n is None else (min(data_batch, n) if data_batch else n)
-  if data_batch is None and n is not None:
-    while pb > 1 and point_batch is None and group_bytes(pb, 1) > budget:
+  def cache_db(pb):
+    if not cpu or per_ex <= 0:
+      return n
+    return min(n, max(_MIN_DATA_BATCH, int(_CPU_GROUP_BYTES / (pb * per_ex))))
+
+  db = None if n is None else (min(data_batch, n) if data_batch else cache_db(1))
+  pb = point_batch
+  if pb is None:
+    work = cost.flops_fixed + (db or 0) * cost.flops_per_example
+    target, cap = ((_CPU_GROUP_FLOPS, _CPU_MAX_POINT_BATCH) if cpu
+                   else (_ACCEL_GROUP_FLOPS, _ACCEL_MAX_POINT_BATCH))
+    pb = min(cap, _pow2_floor(target / work)) if work > 0 else cap
+    if data_batch is None and n is not None:
+      db = cache_db(pb)
+  # Fit the budget: the data chunk shrinks first (not below 1024 while the point batch can
+  # shrink instead: a few points over long chunks beat many points over tiny chunks).
+  while group_bytes(pb, db) > budget:
+    if data_batch is None and n is not None and per_ex > 0:
+      fit = int((budget / pb - per_point) // per_ex) if budget / pb > per_point else 0
+      floor = 1 if (pb == 1 or point_batch is not None) else min(n, 1024)
+      if fit >= floor:
+        db = min(db, fit)
+        break
+    if point_batch is None and pb > 1:
       pb //= 2
-    fit = int((budget / pb - per_point) // per_ex) if per_ex > 0 else n
-    db = max(1, min(n, fit))
-    while point_batch is None and pb > 1 and db < min(n, 1024):
-      pb //= 2  # a few points over long data chunks beat many points over tiny chunks
-      db = max(1, min(n, int((budget / pb - per_point) // per_ex)))
-  elif point_batch is None:
-    while pb > 1 and group_bytes(pb, db) > budget:
-      pb //= 2
-  need = group_bytes(pb, db)
-  if need > budget:
+      if data_batch is None and n is not None:
+        db = cache_db(pb)
+      continue
     raise ValueError(f"memory_budget={budget!r} bytes is too small: {pb} point(s) x "
-                     f"{db} example(s) need about {int(need)} bytes")
-  return Plan(pb, None if (n is None or db == n) else db, need)
+                     f"{db} example(s) need about {int(group_bytes(pb, db))} bytes")
+  flops = cost.flops_fixed + (n or 0) * cost.flops_per_example
+  return Plan(pb, None if (n is None or db == n) else db, group_bytes(pb, db), flops or None)
 
 
 # ------------------------------------------------------------------------------ streaming
@@ -665,36 +723,45 @@ def _metrics_runner(metric_fn, params, delta_fn, data, plan: Plan, mesh, point_a
 
 def calibrate_batches(metric_fn: MetricFn, params: PyTree, delta_fn: DeltaFn,
                       data: PyTree | None = None, *, memory_budget: int | None = None,
-                      candidates=(1, 4, 16, 64), groups: int = 2,
+                      candidates=(1, 4, 16, 64), groups: int = 8, min_seconds: float = 0.3,
                       mesh: Mesh | None = None, point_axis: str = "points",
                       data_axis: str | None = None, data_batch: int | None = None) -> Plan:
-  """Times point_metrics for growing point batches and returns the fastest plan that fits
-  the memory budget (points/s measured on `groups` groups per device, after compiling).
+  """Times point_metrics for growing point batches (`candidates` and plan_batches' choice) and
+  returns the fastest plan that fits the memory budget (points/s measured on up to `groups`
+  groups per device, fewer for big models, after compiling).
 
-  Stops at the first candidate more than 20% slower than the best so far. Costs one compile
+  Each candidate is timed as the best of at least 3 runs spanning >= min_seconds. Stops at the
+  first candidate more than 20% slower than the best so far. Costs one compile and ~min_seconds
   per candidate tried: worth it for sweeps, not for a handful of points.
   """
   groups = _positive_int("groups", groups)
   n_dev = _axis_size(mesh, point_axis) if mesh is not None else 1
   best = None
-  probe = _probe_bytes(metric_fn, params, data)
-  for pb in candidates:
+  cost = probe_cost(metric_fn, params, data)
+  guess = plan_batches(metric_fn, params, data, memory_budget=memory_budget,
+                       data_batch=data_batch, cost=cost).point_batch
+  for pb in sorted(set(candidates) | {guess}):
     try:
       plan = plan_batches(metric_fn, params, data, memory_budget=memory_budget, point_batch=pb,
-                          data_batch=data_batch, _probe=probe)
+                          data_batch=data_batch, cost=cost)
     except ValueError:
       break
     f, args = _metrics_runner(metric_fn, params, delta_fn, data, plan, mesh, point_axis,
                               data_axis)
-    k = pb * groups * n_dev
+    # Timed runs of ~2e8 FLOPs (at least one group): big models need not run `groups` groups.
+    g = groups if not plan.flops_per_point else max(
+        1, min(groups, math.ceil(2e8 / (pb * plan.flops_per_point))))
+    k = pb * g * n_dev
     run = functools.partial(_run_chunk, args, jnp.int32(0), jnp.int32(k - 1), f=f, chunk=k,
                             mesh=None, point_axis=point_axis)
     jax.block_until_ready(run())
-    times = []
-    for _ in range(2):
+    # Best of several runs over >= min_seconds: robust to neighbours sharing the machine.
+    times, spent = [], 0.0
+    while len(times) < 3 or (spent < min_seconds and len(times) < 20):
       t0 = time.perf_counter()
       jax.block_until_ready(run())
       times.append(time.perf_counter() - t0)
+      spent += times[-1]
     rate = k / min(times)
     plan = dataclasses.replace(plan, points_per_s=rate)
     if best is None or rate > best.points_per_s:
