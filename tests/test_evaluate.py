@@ -21,11 +21,12 @@ def swiss():
 
 
 def _reference(fn, params, deltas, data):
-  """Slow reference: one un-jitted evaluation per point, numpy float64 mean over all data."""
+  """Slow reference: a Python loop of one jitted evaluation per point over all the data."""
+  one = jax.jit(lambda p: fn(p, data))
   out = []
   for delta in deltas:
     p = jax.tree.map(lambda a, d: a + d, params, delta)
-    out.append({k: float(v) for k, v in fn(p, data).items()})
+    out.append({k: float(v) for k, v in one(p).items()})
   return {k: np.array([o[k] for o in out]) for k in out[0]}
 
 
@@ -46,25 +47,86 @@ def test_1d_curve_matches_reference_loop(swiss):
   assert got["loss"][0] != got["loss"][5]  # the curve is not flat
 
 
-@pytest.mark.parametrize("data_batch,point_batch", [(64, 3), (200, 8), (7, 1), (1000, 5)])
-def test_ragged_data_chunks_are_exact(swiss, data_batch, point_batch):
+@pytest.fixture(scope="module")
+def ragged_reference(swiss):
+  """Per-example cross-entropies at 6 basin points, averaged in float64 (independent of chunks)."""
+  model, params, train = swiss
+  radii = np.linspace(0, 0.5, 6)
+  logits_fn = jax.jit(lambda p: model.apply({"params": p}, train["x"]))
+  want = []
+  for k, r in enumerate(radii):
+    d = directions.random_direction(jax.random.key(2), params, k)
+    logits = np.asarray(logits_fn(jax.tree.map(lambda a, b: a + r * b, params, d)), np.float64)
+    logp = logits - np.log(np.sum(np.exp(logits - logits.max(1, keepdims=True)), 1,
+                                  keepdims=True)) - logits.max(1, keepdims=True)
+    want.append(-np.mean(logp[np.arange(len(logp)), np.asarray(train["y"])]))
+  return radii, np.array(want)
+
+
+@pytest.mark.parametrize("data_batch,point_batch", [(64, 3), (7, 1), (1000, 5)])
+def test_ragged_data_chunks_are_exact(swiss, ragged_reference, data_batch, point_batch):
+  model, params, train = swiss
+  radii, want = ragged_reference
+  delta_fn = evaluate.direction_delta_fn(jax.random.key(2), params, radii)
+  got = evaluate.point_metrics(models.metric_fn(model), params, delta_fn, jnp.arange(6), train,
+                               point_batch=point_batch, data_batch=data_batch)
+  np.testing.assert_allclose(got["loss"], want, rtol=2e-6)
+
+
+def test_streaming_matches_one_call(swiss, ragged_reference):
   model, params, train = swiss
   fn = models.metric_fn(model)
-  delta_fn = evaluate.direction_delta_fn(jax.random.key(2), params, jnp.linspace(0, 0.5, 6))
-  got = evaluate.point_metrics(fn, params, delta_fn, jnp.arange(6), train,
-                               point_batch=point_batch, data_batch=data_batch)
-  ref_deltas = [jax.tree.map(lambda x: r * x, directions.random_direction(
-      jax.random.key(2), params, k)) for k, r in enumerate(np.linspace(0, 0.5, 6))]
-  # Independent reference: per-example losses summed in float64.
-  per_ex = []
-  for d in ref_deltas:
-    p = jax.tree.map(jnp.add, params, d)
-    logits = model.apply({"params": p}, train["x"])
-    lp = jax.nn.log_softmax(logits.astype(jnp.float64) if jax.config.x64_enabled else logits)
-    per_ex.append(-np.take_along_axis(np.asarray(lp, np.float64),
-                                      np.asarray(train["y"])[:, None], 1)[:, 0])
-  want = np.array([e.mean() for e in per_ex])
-  np.testing.assert_allclose(got["loss"], want, rtol=2e-6)
+  radii = jnp.linspace(0.0, 1.0, 23)
+  delta_fn = evaluate.direction_delta_fn(jax.random.key(2), params, radii)
+  whole = evaluate.point_metrics(fn, params, delta_fn, jnp.arange(23), train, point_batch=4)
+  seen, done = [], []
+  chunks = list(evaluate.iter_evaluate_points(fn, params, delta_fn, 20, train, start=3,
+                                              point_batch=2, chunk_size=6,
+                                              progress=lambda d, t: done.append((d, t))))
+  for lo, hi, out in chunks:
+    seen.append((lo, hi))
+    np.testing.assert_allclose(out["loss"], whole["loss"][lo:hi], rtol=1e-6)
+    np.testing.assert_allclose(out["accuracy"], whole["accuracy"][lo:hi], atol=1e-7)
+  assert seen[0][0] == 3 and seen[-1][1] == 23 and len(seen) == 4
+  assert all(a[1] == b[0] for a, b in zip(seen, seen[1:]))
+  assert done[-1] == (20, 20)
+  # Point 0 has radius 0: the centre, also the ragged reference's point 0.
+  _, want = ragged_reference
+  np.testing.assert_allclose(whole["loss"][0], want[0], rtol=2e-6)
+
+
+def test_plan_fits_budget_and_rejects_tiny_budget(swiss):
+  model, params, train = swiss
+  fn = models.metric_fn(model)
+  cost = evaluate.probe_cost(fn, params, train)
+  assert cost.bytes_per_example > 0 and cost.flops_per_example > 0
+  roomy = evaluate.plan_batches(fn, params, train, memory_budget=1 << 30, cost=cost)
+  assert roomy.data_batch is None and roomy.point_batch >= 4
+  tight_budget = 3 * roomy.bytes_per_group // (4 * roomy.point_batch)
+  tight = evaluate.plan_batches(fn, params, train, memory_budget=tight_budget, cost=cost)
+  assert tight.bytes_per_group <= tight_budget
+  assert tight.point_batch * (tight.data_batch or 200) < roomy.point_batch * 200
+  with pytest.raises(ValueError, match="memory_budget=100 bytes is too small"):
+    evaluate.plan_batches(fn, params, train, memory_budget=100, cost=cost)
+  with pytest.raises(ValueError, match="memory_budget=-1"):
+    evaluate.plan_batches(fn, params, train, memory_budget=-1, cost=cost)
+
+
+def test_calibration_picks_a_measured_candidate():
+  params = {"w": jnp.ones((4, 3))}
+  x = jax.random.normal(jax.random.key(0), (50, 4))
+
+  def fn(p, batch):
+    return jnp.mean((batch["x"] @ p["w"]) ** 2)
+
+  delta_fn = evaluate.basis_delta_fn({"w": jnp.ones((1, 4, 3))}, jnp.linspace(0, 1, 9)[:, None])
+  plan = evaluate.calibrate_batches(fn, params, delta_fn, {"x": x}, candidates=(1, 2),
+                                    groups=2, min_seconds=0.0)
+  assert plan.point_batch in (1, 2, evaluate.plan_batches(fn, params, {"x": x}).point_batch)
+  assert plan.points_per_s > 0
+  out = evaluate.evaluate_points(fn, params, delta_fn, 9, {"x": x}, calibrate=True)
+  want = [np.mean((np.asarray(x) @ (np.ones((4, 3)) * (1 + c))) ** 2) for c in np.linspace(0, 1, 9)]
+  np.testing.assert_allclose(out["loss"], want, rtol=1e-5)
 
 
 def test_scalar_metric_and_no_data():
