@@ -13,7 +13,13 @@ full batch, global-norm clipping at 8. Poisoned: β = 0.8, then 1.0 from step 15
 sample of 200 points from the same distribution every step, 100k steps.
 
 Expected: clean 100% train / >= 95% test; poisoned >= 99% train / <= 30% test (paper: 7-8%).
-Measured (2-core shared CPU, noisy): see the RESULTS line below, filled from real runs.
+Measured (wall_time_s includes compilation and checkpoints; the CPU was shared with other jobs,
+so its times are noisy):
+  2-core CPU, clean (20k steps):     100% / 98.0% test, 10.5-21 s (2300-3300 steps/s in the loop)
+  2-core CPU, poisoned (100k steps): 99.5% / 10.0% test, 64-87 s (1150-1560 steps/s overall);
+                                     seeds 1 and 2: 99.0% / 6.5% and 99.5% / 10.0%
+  H100 (jax 0.11.2), clean:          100% / 99.5% test, 9.4 s
+  H100, poisoned:                    100% / 11.0% test, 23.6 s (5900 steps/s in the loop)
 """
 
 from genviz_jax import train
