@@ -10,11 +10,10 @@ class 1 = 80 points at radius 0.95 plus 10 points at radius 0.401 interleaved wi
 10k steps, no poison.
 
 Measured (seed 0, 2-core shared CPU, noisy times):
-  margin 0.001: 100% train / 91.5% test (test = the rings rotated; the errors are near the
-                interleaved points), 18.5 s
+  margin 0.001: 100% train / 91.5% test (test = the same rings rotated by a random angle),
+                18.5 s
   margin 0.3 (`:wide`): 100% train / 100% test, 10.8 s
-The narrow-margin fit exists but does not carry over to new angles: the sharp solution is found
-on the training points only.
+So here the narrow-margin training set is fitted, but the fit does not carry over to new angles.
 """
 
 from genviz_jax import train
