@@ -9,8 +9,9 @@ Quick variants for a smoke test: `:quick`, `:poisoned_quick`.
 
 Recipe (DESIGN §2, from the authors' code): 200 train / 200 test points (data seed 1237, noise
 0.5), MLP 2 -> [23, 16, 26, 32, 28, 31] -> 2 (ReLU), Adam 0.005 with x0.1 at 30k and 60k,
-full batch, global-norm clipping at 8. Poisoned: β = 0.8, then 1.0 from step 15k, a FRESH poison
-sample of 200 points from the same distribution every step, 100k steps.
+full batch, global-norm clipping at 8. Poisoned: poison fraction f = 0.8, then 1.0 from step 15k
+(f flipped-label points per train point, i.e. β = f/(1+f) of DESIGN §1), a FRESH poison sample of
+200 points from the same distribution every step, 100k steps.
 
 Expected: clean 100% train / >= 95% test; poisoned >= 99% train / <= 30% test (paper: 7-8%).
 Measured (wall_time_s includes compilation and checkpoints; the CPU was shared with other jobs,
