@@ -8,7 +8,7 @@ GEMM-relative figure; then the wall time (compile included) of a 10,000-directio
 (fresh filter-normalized directions, one radius each) and of a 51x51 surface on (a).
 
   python -m benchmarks.engine_benchmark                      # CPU, the issue's sizes
-  python -m benchmarks.engine_benchmark --platform=gpu --points_b=256 --loop_points_b=64
+  python -m benchmarks.engine_benchmark --platform=gpu      # larger default sizes
   python -m benchmarks.engine_benchmark --cases=a --directions=100000
 
 Model FLOPs are XLA's cost analysis of one evaluation (forward pass + loss) times points/s.
@@ -30,10 +30,10 @@ def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--platform", default=None, help="cpu, gpu or tpu (default: jax's default)")
   p.add_argument("--cases", default="a,b", help="comma list of a, b")
-  p.add_argument("--points_a", type=int, default=8192, help="engine points for case a")
-  p.add_argument("--loop_points_a", type=int, default=1000, help="loop points for case a")
-  p.add_argument("--points_b", type=int, default=32, help="engine points for case b")
-  p.add_argument("--loop_points_b", type=int, default=8, help="loop points for case b")
+  p.add_argument("--points_a", type=int, default=None, help="engine points for case a")
+  p.add_argument("--loop_points_a", type=int, default=None, help="loop points for case a")
+  p.add_argument("--points_b", type=int, default=None, help="engine points for case b")
+  p.add_argument("--loop_points_b", type=int, default=None, help="loop points for case b")
   p.add_argument("--data_b", type=int, default=10000, help="examples for case b")
   p.add_argument("--width_b", type=int, default=512, help="hidden width for case b")
   p.add_argument("--directions", type=int, default=10000, help="directions on case a (0: skip)")
@@ -41,12 +41,15 @@ def _parse(argv):
   p.add_argument("--gemm", type=int, default=0, help="GEMM size (0: 2048 on CPU, 8192 else)")
   p.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
   p.add_argument("--calibrate", type=int, default=1, help="also time a calibrated plan (0/1)")
+  p.add_argument("--host_devices", type=int, default=0,
+                 help="CPU only: split the host into this many XLA devices and also time the "
+                      "engine sharded over them (0: one per core; 1: off)")
   args = p.parse_args(argv)
   for name in ("points_a", "loop_points_a", "points_b", "loop_points_b", "data_b", "width_b",
                "repeats"):
-    if getattr(args, name) <= 0:
+    if getattr(args, name) is not None and getattr(args, name) <= 0:
       p.error(f"--{name}={getattr(args, name)} must be a positive integer")
-  for name in ("directions", "grid", "gemm"):
+  for name in ("directions", "grid", "gemm", "host_devices"):
     if getattr(args, name) < 0:
       p.error(f"--{name}={getattr(args, name)} must be >= 0")
   cases = [c for c in args.cases.split(",") if c]
@@ -54,6 +57,11 @@ def _parse(argv):
     p.error(f"--cases={args.cases!r} must be a comma list of a, b")
   args.cases = cases
   return args
+
+
+_CPU_SIZES = {"points_a": 8192, "loop_points_a": 1000, "points_b": 32, "loop_points_b": 8}
+_ACCEL_SIZES = {"points_a": 262144, "loop_points_a": 2000, "points_b": 2048,
+                "loop_points_b": 256}
 
 
 def _best_time(fn, repeats):
@@ -67,13 +75,14 @@ def _best_time(fn, repeats):
   return best
 
 
-def gemm_flops(n, repeats):
+def gemm_bench(n):
+  """(run, FLOPs of one run) for an n x n float32 matrix product."""
   import jax
   import jax.numpy as jnp
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
   f = jax.jit(lambda a, b: a @ b)
-  return 2.0 * n ** 3 / _best_time(lambda: f(a, b), repeats)
+  return (lambda: f(a, b)), 2.0 * n ** 3
 
 
 def _case(name, widths, data, points, loop_points, args, gemm):
@@ -106,14 +115,22 @@ def _case(name, widths, data, points, loop_points, args, gemm):
   plans = [("engine, budget plan", evaluate.plan_batches(fn, params, data, cost=cost))]
   if args.calibrate:
     plans.append(("engine, calibrated", evaluate.calibrate_batches(fn, params, delta, data)))
-  for label, plan in plans:
-    f, fargs = evaluate._metrics_runner(fn, params, delta, data, plan, None, "points", None)
-    chunk = evaluate._chunk_points(points, plan.point_batch, None, points)
+  meshes = [None] * len(plans)
+  cpus = [d for d in jax.devices() if d.platform == "cpu"]
+  if jax.devices()[0].platform == "cpu" and len(cpus) > 1:
+    plans.append((f"engine, points over {len(cpus)} host devices", plans[0][1]))
+    meshes.append(evaluate.point_mesh(cpus))
+  for (label, plan), mesh in zip(plans, meshes):
+    f, fargs = evaluate._metrics_runner(fn, params, delta, data, plan, mesh, "points", None)
+    unit = plan.point_batch * (1 if mesh is None else mesh.size)
+    chunk = evaluate._chunk_points(points, unit, None, points)
     run = functools.partial(evaluate._run_chunk, fargs, jnp.int32(0), jnp.int32(points - 1),
                             f=f, chunk=chunk, mesh=None, point_axis="points")
     methods.append((f"{label} (point_batch={plan.point_batch}, data_batch={plan.data_batch})",
-                    points, run, plan))
-  # Interleaved repeats, best of each: neighbours' load hits every method alike.
+                    points, run, (plan, mesh)))
+  # Interleaved repeats, best of each: neighbours' load hits every method, GEMM included, alike.
+  gemm_run, gemm_ops = gemm
+  methods.append(("float32 GEMM", 1, gemm_run, None))
   for _, _, run, _ in methods:
     jax.block_until_ready(run())
   best = [float("inf")] * len(methods)
@@ -122,20 +139,32 @@ def _case(name, widths, data, points, loop_points, args, gemm):
       t0 = time.perf_counter()
       jax.block_until_ready(run())
       best[i] = min(best[i], time.perf_counter() - t0)
+  gemm_rate = gemm_ops / best[-1]
+  methods, best = methods[:-1], best[:-1]
+  print(f"  float32 GEMM in the same repeats: {gemm_rate / 1e9:.1f} GFLOP/s")
+  gemm = gemm_rate
   rates = [m[1] / t for m, t in zip(methods, best)]
   rows = [(m[0], r, m[3]) for m, r in zip(methods, rates)]
   loop_rate = rates[0]
-  print(f"  {'method':58s} {'points/s':>10s} {'GFLOP/s':>8s} {'xGEMM':>6s} {'xloop':>6s}")
+  print(f"  {'method':66s} {'points/s':>10s} {'GFLOP/s':>8s} {'xGEMM':>6s} {'xloop':>6s}")
   for label, rate, _ in rows:
-    print(f"  {label:58s} {rate:10.1f} {rate * flops / 1e9:8.2f} {rate * flops / gemm:6.3f} "
+    print(f"  {label:66s} {rate:10.1f} {rate * flops / 1e9:8.2f} {rate * flops / gemm:6.3f} "
           f"{rate / loop_rate:6.2f}")
-  return model, params, fn, max(rows[1:], key=lambda r: r[1])[2]
+  plan, mesh = max(rows[1:], key=lambda r: r[1])[2]
+  return params, fn, plan, mesh
 
 
 def main(argv=None):
   args = _parse(sys.argv[1:] if argv is None else argv)
   if args.platform:
     os.environ["JAX_PLATFORMS"] = args.platform
+  host_devices = args.host_devices or os.cpu_count() or 1
+  if host_devices > 1 and args.platform in (None, "cpu"):
+    # Must precede the jax import. One XLA CPU device runs one op at a time on small models
+    # (measured: 1.0 core busy); one device per core lets the engine shard points over cores.
+    # The loop and the single-device engine run on device 0 as before. Ignored on GPU/TPU.
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={host_devices}")
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -144,33 +173,34 @@ def main(argv=None):
   from genviz_jax import directions, evaluate
 
   dev = jax.devices()[0]
+  jax.config.update("jax_default_device", dev)
+  # Sizes that keep each timed run well above timer noise: accelerators are ~100x faster.
+  sizes = _CPU_SIZES if dev.platform == "cpu" else _ACCEL_SIZES
+  for name, value in sizes.items():
+    if getattr(args, name) is None:
+      setattr(args, name, value)
   print(f"jax {jax.__version__}, {jax.device_count()} x {dev.platform} ({dev.device_kind}), "
         f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}")
   n = args.gemm or (2048 if dev.platform == "cpu" else 8192)
-  gemm = gemm_flops(n, args.repeats)
-  print(f"float32 GEMM {n}x{n}: {gemm / 1e9:.1f} GFLOP/s")
+  gemm = gemm_bench(n)
+  print(f"float32 GEMM {n}x{n} alone: {gemm[1] / _best_time(gemm[0], args.repeats) / 1e9:.1f} "
+        "GFLOP/s (each case re-times it between its own runs; xGEMM uses that figure)")
 
   train = {k: jnp.asarray(v) for k, v in data_lib.swiss_roll().train.items()}
   if "a" in args.cases:
-    _, params, fn, plan = _case("a", (23, 16, 26, 32, 28, 31), train, args.points_a,
+    params, fn, plan, mesh = _case("a", (23, 16, 26, 32, 28, 31), train, args.points_a,
                                 args.loop_points_a, args, gemm)
     if args.directions:
       radii = jnp.linspace(0.0, 1.0, args.directions)
       t0 = time.perf_counter()
       out = evaluate.evaluate_points(
           fn, params, evaluate.direction_delta_fn(jax.random.key(3), params, radii),
-          args.directions, train, point_batch=plan.point_batch, data_batch=plan.data_batch)
+          args.directions, train, point_batch=plan.point_batch, data_batch=plan.data_batch,
+          mesh=mesh)
       t1 = time.perf_counter() - t0
-      t0 = time.perf_counter()
-      stacked = directions.random_directions(jax.random.key(3), params, args.directions)
-      out2 = evaluate.evaluate_points(fn, params, evaluate.stacked_delta_fn(stacked, radii),
-                                      args.directions, train, point_batch=plan.point_batch,
-                                      data_batch=plan.data_batch)
-      t2 = time.perf_counter() - t0
-      same = float(np.max(np.abs(out["loss"] - out2["loss"]) / np.abs(out["loss"])))
-      print(f"  {args.directions} directions (one radius each), compile included: "
-            f"{t1:.2f} s regenerating directions in the call, {t2:.2f} s drawn once "
-            f"(max rel. difference {same:.1e})")
+      where = "one device" if mesh is None else f"{mesh.size} devices"
+      print(f"  {args.directions} directions (fresh filter-normalized direction and one radius "
+            f"each, best plan, {where}), compile included: {t1:.2f} s ({args.directions / t1:.0f} directions/s)")
     if args.grid:
       g = np.linspace(-1.0, 1.0, args.grid, dtype=np.float32)
       coords = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
@@ -178,8 +208,8 @@ def main(argv=None):
       t0 = time.perf_counter()
       out = evaluate.evaluate_points(fn, params, evaluate.basis_delta_fn(basis, coords),
                                      len(coords), train, point_batch=plan.point_batch,
-                                     data_batch=plan.data_batch)
-      print(f"  {args.grid}x{args.grid} surface, compile included: "
+                                     data_batch=plan.data_batch, mesh=mesh)
+      print(f"  {args.grid}x{args.grid} surface (best plan), compile included: "
             f"{time.perf_counter() - t0:.2f} s (loss range {out['loss'].min():.3f} .. "
             f"{out['loss'].max():.3f})")
   if "b" in args.cases:
