@@ -73,6 +73,11 @@ def main(argv):
   for name, v in evaluate.to_host(g(jnp.arange(k))).items():
     res[f"generic_{name}"] = v
 
+  # The streaming helper around the same generic function, sharded over the mesh.
+  parts = [out["twice"] for _, _, out in evaluate.stream_points(
+      lambda idx, _: per_point(idx), k, None, chunk_size=12, unit=2, mesh=mesh)]
+  res["generic_stream_twice"] = np.concatenate(parts)
+
   streamed = evaluate.evaluate_points(fn, params, delta_fn, k - 5, train, start=5, mesh=mesh2,
                                       data_axis="data", point_batch=2, chunk_size=8)
   for name, v in streamed.items():

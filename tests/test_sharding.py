@@ -46,6 +46,7 @@ def _check(res, ref):
                                  err_msg=f"{prefix}_{name}")
   np.testing.assert_allclose(res["generic_twice"], 2.0 * ref["loss"], rtol=_RTOL)
   np.testing.assert_array_equal(res["generic_id"], np.arange(37))
+  np.testing.assert_allclose(res["generic_stream_twice"], 2.0 * ref["loss"], rtol=_RTOL)
   np.testing.assert_allclose(res["stream_loss"], ref["loss"][5:], rtol=_RTOL)
   np.testing.assert_allclose(res["stream_accuracy"], ref["accuracy"][5:], rtol=_RTOL, atol=1e-7)
 
