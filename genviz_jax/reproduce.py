@@ -135,7 +135,7 @@ def phase_minefield(cfg, workdir: str) -> dict:
   beta = len(ds.poison["y"]) / (len(ds.poison["y"]) + len(ds.train["y"]))
   bad, _ = ensemble.train_many(model, tx, p_start, ds.train, num_steps=int(m.bad_steps),
                                betas=np.full(len(starts), beta), poison=ds.poison,
-                               chunk=int(m.bad_steps),
+                               chunk=max(1, int(m.bad_steps) // 10),
                                on_chunk=_progress("minefield bad minima", int(m.bad_steps)))
   acc = lambda p, split: ensemble.evaluate_many(model, p, getattr(ds, split))["accuracy"]
   good_test, good_train = acc(good, "test"), acc(good, "train")
@@ -349,7 +349,7 @@ def phase_circles(cfg, workdir: str) -> dict:
   for name, margin in (("sharp", float(c.margin)), ("wide", float(c.wide_margin))):
     ds = data_lib.circles(seed=int(cfg.seed), margin=margin)
     p, _ = ensemble.train_many(model, tx, ensemble.init_many(model, [int(cfg.seed)], (2,)),
-                               ds.train, num_steps=int(c.steps), chunk=int(c.steps),
+                               ds.train, num_steps=int(c.steps), chunk=max(1, int(c.steps) // 10),
                                on_chunk=_progress(f"circles ({name})", int(c.steps)))
     tr = float(ensemble.evaluate_many(model, p, ds.train)["accuracy"][0])
     te = float(ensemble.evaluate_many(model, p, ds.test)["accuracy"][0])
