@@ -1,8 +1,9 @@
 """Random directions in parameter space, normalized filter by filter (Li et al. 2018).
 
-Direction number k is a pure function of (key, k): `fold_in(key, k)` and then `fold_in(., leaf)`
-for every leaf, so the same k gives the same direction whatever the chunking, the device count or
-whether a sweep was resumed, and K directions never need to be held in memory at once.
+Direction number k is a pure function of (key, k): one Gaussian vector drawn from
+`fold_in(key, k)`, cut into the leaves in tree order, so the same k gives the same direction
+whatever the chunking, the device count or whether a sweep was resumed, and K directions never
+need to be held in memory at once.
 
 Normalizations (`norm`):
   "filter": Li et al. For every filter j of a kernel, d_j <- d_j / ||d_j|| * ||θ_j||. In Flax a
