@@ -728,12 +728,40 @@ class _MetricsChunk:
                                  point_batch=self.point_batch, data_batch=self.data_batch)
 
 
+class _ById:
+  """An unhashable callable made usable as a static jit argument (hashed by identity)."""
+
+  def __init__(self, fn):
+    self.fn = fn
+
+  def __call__(self, *a, **k):
+    return self.fn(*a, **k)
+
+  def __hash__(self):
+    return id(self.fn)
+
+  def __eq__(self, other):
+    return isinstance(other, _ById) and other.fn is self.fn
+
+
+def _hashable(fn):
+  try:
+    hash(fn)
+    return fn
+  except TypeError:
+    return _ById(fn)
+
+
 def _metrics_runner(metric_fn, params, delta_fn, data, plan: Plan, mesh, point_axis, data_axis):
   """(f(indices, args), args) evaluating point_metrics, for stream_points."""
-  dyn, static = _split_dynamic(delta_fn)
-  f = _MetricsChunk(metric_fn, static, plan.point_batch, plan.data_batch, mesh, point_axis,
-                    data_axis)
-  return f, (params, data, dyn)
+  dyn, (kind, what) = _split_dynamic(delta_fn)
+  static = (kind, what if kind == "tree" else _hashable(what))
+  f = _MetricsChunk(_hashable(metric_fn), static, plan.point_batch, plan.data_batch, mesh,
+                    point_axis, data_axis)
+  args = (params, data, dyn)
+  # numpy inputs go to the device once, not with every chunk. Uncommitted: jit may still place
+  # them on a mesh (a mesh-sharded input would clash with shard_map's manual axes).
+  return f, jax.device_put(args)
 
 
 def calibrate_batches(metric_fn: MetricFn, params: PyTree, delta_fn: DeltaFn,

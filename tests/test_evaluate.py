@@ -216,3 +216,24 @@ def test_bad_input(swiss):
     evaluate.point_metrics(fn, params, bad, jnp.arange(3), train)
   with pytest.raises(ValueError, match="shape \\(2,\\)"):
     evaluate.point_metrics(lambda p, b: {"v": jnp.ones(2)}, params, dfn, jnp.arange(3), train)
+
+
+def test_evaluate_points_accepts_plain_and_unhashable_callables():
+  params = {"w": np.ones((4, 3), np.float32)}
+  x = np.random.RandomState(0).randn(50, 4).astype(np.float32)
+  coeffs = np.linspace(0, 1, 9)
+
+  class Loss:  # an unhashable callable object
+    __hash__ = None
+
+    def __call__(self, p, b):
+      return jnp.mean((b["x"] @ p["w"]) ** 2)
+
+  def delta_fn(idx):  # a plain closure over numpy, not a registered pytree
+    return {"w": jnp.asarray(coeffs)[idx][:, None, None] * jnp.ones((1, 4, 3))}
+
+  out = evaluate.evaluate_points(Loss(), params, delta_fn, 9, {"x": x}, chunk_size=4)
+  want = [np.mean((x.astype(np.float64) @ (np.ones((4, 3)) * (1 + c))) ** 2) for c in coeffs]
+  np.testing.assert_allclose(out["loss"], want, rtol=1e-5)
+  with pytest.raises(ValueError, match="num_points=0"):
+    evaluate.evaluate_points(Loss(), params, delta_fn, 0, {"x": x})
