@@ -827,7 +827,26 @@ def iter_evaluate_points(metric_fn: MetricFn, params: PyTree, delta_fn: DeltaFn,
                          point_axis: str = "points", data_axis: str | None = None,
                          progress: Callable[[int, int], None] | None = None):
   """Generator form of evaluate_points: yields (lo, hi, {name: np.ndarray (hi-lo,)}) per chunk
-  (write each chunk to disk for a resumable sweep)."""
+  (write each chunk to disk for a resumable sweep; rerun with start=<first missing id>).
+
+  Args:
+    metric_fn, params, delta_fn, data: as for point_metrics; point k is
+      params + delta_fn(k) for k = start .. start+num_points-1 (global ids, so a resumed or
+      re-chunked sweep sees the same points).
+    num_points: K >= 1.
+    start: first point id (>= 0).
+    point_batch, data_batch: fixed chunk sizes; None = chosen by plan_batches (or by
+      calibrate_batches when calibrate=True and point_batch is None).
+    memory_budget: bytes for one group's intermediates (default: default_memory_budget()).
+    calibrate: time a few point batches first (costs a compile and ~0.3 s per candidate).
+    chunk_size: points per compiled call (default: 64 groups, or ~2 s of work if calibrated).
+    mesh, point_axis, data_axis: shard points (and data) over a device mesh (point_mesh());
+      with several processes every process must make the same call.
+    progress: progress(points_done, num_points) after each chunk.
+
+  Raises:
+    ValueError: num_points < 1, negative start, bad sizes or budget, trees unlike params.
+  """
   num_points = _positive_int("num_points", num_points)
   if calibrate and point_batch is None:
     plan = calibrate_batches(metric_fn, params, delta_fn, data, memory_budget=memory_budget,
