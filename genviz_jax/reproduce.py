@@ -129,12 +129,19 @@ def phase_minefield(cfg, workdir: str) -> dict:
   steps = np.array([s for s, _ in snaps])
   good = jax.tree.map(lambda *a: np.concatenate(a), *[p for _, p in snaps])  # (S, ...)
   # Bad minima start from every `start_every`-th iterate and fit train ∪ poison (flipped labels):
-  # one mean over both sets, i.e. β = |D_p| / (|D_t| + |D_p|).
+  # one mean over both sets, i.e. β = |D_p| / (|D_t| + |D_p|). poison_source "fixed" is the
+  # authors' one 134-point set; "sampler" draws a fresh 134-point sample every step (what makes
+  # the Fig. 2 minimum bad). Measured (3000 steps): fixed 51-64% test, fresh 39-44%.
   starts = np.arange(0, len(steps), int(m.start_every))[-int(m.num_bad):]
   p_start = jax.tree.map(lambda a: jnp.asarray(a[starts]), good)
   beta = len(ds.poison["y"]) / (len(ds.poison["y"]) + len(ds.train["y"]))
+  if m.poison_source not in ("fixed", "sampler"):
+    raise ValueError(f"minefield.poison_source={m.poison_source!r}; allowed: fixed, sampler")
+  poison = dict(poison=ds.poison) if m.poison_source == "fixed" else dict(
+      poison_sampler=ds.poison_sampler,
+      keys=jax.random.split(jax.random.PRNGKey(int(cfg.seed) + 1), len(starts)))
   bad, _ = ensemble.train_many(model, tx, p_start, ds.train, num_steps=int(m.bad_steps),
-                               betas=np.full(len(starts), beta), poison=ds.poison,
+                               betas=np.full(len(starts), beta), **poison,
                                chunk=max(1, int(m.bad_steps) // 10),
                                on_chunk=_progress("minefield bad minima", int(m.bad_steps)))
   acc = lambda p, split: ensemble.evaluate_many(model, p, getattr(ds, split))["accuracy"]
@@ -148,7 +155,7 @@ def phase_minefield(cfg, workdir: str) -> dict:
   fig = paper_plots.minefield(emb[:len(steps)], good_test, emb[len(steps):], bad_test)
   path = _save(fig, _figure(workdir, "fig1_minefield.png"))
   return {"num_iterates": int(len(steps)), "num_bad_minima": int(len(starts)),
-          "beta_bad": beta, "final_good_test_accuracy": float(good_test[-1]),
+          "beta_bad": beta, "poison_source": m.poison_source, "final_good_test_accuracy": float(good_test[-1]),
           "final_good_train_accuracy": float(good_train[-1]),
           "bad_test_accuracy_max": float(bad_test.max()),
           "bad_test_accuracy_mean": float(bad_test.mean()),
@@ -488,7 +495,9 @@ def claims(results: dict) -> list:
       None if m is None else [m["bad_test_accuracy_max"], m["final_good_test_accuracy"]],
       [0.53, 0.985],
       m is not None and m["bad_test_accuracy_max"] < 0.60 and m["final_good_test_accuracy"] > 0.95,
-      "[max test accuracy of the bad minima, final good iterate's test accuracy]")
+      "[max test accuracy of the bad minima, final good iterate's test accuracy]" + (
+          "" if m is None else f"; bad minima fit >= {100 * m['bad_train_accuracy_min']:.0f}% "
+          f"of the training set; poison: {m.get('poison_source', 'fixed')}"))
   o = results.get("optimizers")
   if o is None:
     add("optimizers", "Every optimizer lands in a good minimum", None, None, False)

@@ -44,6 +44,7 @@ def get_config(variant: str = ""):
   c.minefield.num_bad = 10 if quick else 200
   c.minefield.bad_steps = 300 if quick else 3000
   c.minefield.perplexity = 30.0
+  c.minefield.poison_source = "sampler"  # or "fixed": the authors' one 134-point poison set
 
   c.landscape = ml_collections.ConfigDict()
   c.landscape.num_1d = 21 if quick else 51
