@@ -13,8 +13,10 @@ GEMM-relative figure; then the wall time (compile included) of a 10,000-directio
 
 Model FLOPs are XLA's cost analysis of one evaluation (forward pass + loss) times points/s.
 The loop baseline is favoured: it dispatches asynchronously and blocks once at the end (peers
-also copy every loss to the host). Timings on a shared machine are noisy; the best of --repeats
-runs is reported.
+also copy every loss to the host). On CPU the host is split into one XLA device per core
+(--host_devices) and the engine is also timed sharded over them; the loop and the single-device
+rows use device 0. All methods and the GEMM are timed in interleaved repeats and the best of
+--repeats is reported: on a shared machine the absolute numbers move with the load.
 """
 
 from __future__ import annotations
