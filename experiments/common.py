@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging as py_logging
 import os
 import sys
 import time
 from typing import Callable
 
 from absl import logging
+
+
+class _QuietCheckpointing(py_logging.Filter):
+  """Drops Orbax's INFO chatter (a dozen lines per checkpoint); keeps its warnings."""
+
+  def filter(self, record):
+    return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
+
+
+def quiet_checkpoint_logging() -> None:
+  """Keeps binaries' logs to progress lines: Orbax INFO records are dropped."""
+  logging.get_absl_handler().addFilter(_QuietCheckpointing())
 
 
 class UsageError(ValueError):

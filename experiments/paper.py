@@ -8,7 +8,6 @@ measured value, the paper's value, whether it holds) and phases/*.json. Rerunnin
 resumes: finished phases are not redone. Bad flags: one line `error: ...`, exit status 2.
 """
 
-import logging as py_logging
 import os
 
 from absl import app
@@ -27,15 +26,10 @@ flags.DEFINE_string("workdir", None, "Directory for all outputs of the reproduct
 flags.mark_flags_as_required(["workdir"])
 
 
-class _QuietCheckpointing(py_logging.Filter):
-  def filter(self, record):
-    return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.get_absl_handler().addFilter(_QuietCheckpointing())
+  common.quiet_checkpoint_logging()
   from genviz_jax import reproduce
 
   def run():

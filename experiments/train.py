@@ -11,7 +11,6 @@ checkpoint, or does nothing when the run has finished. Bad flags or configs: one
 `error: ...`, exit status 2; a non-finite step: `error: non-finite ...`, exit status 1.
 """
 
-import logging as py_logging
 import os
 import sys
 
@@ -37,17 +36,10 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietCheckpointing(py_logging.Filter):
-  """Drops Orbax's INFO chatter (a dozen lines per checkpoint); keeps its warnings."""
-
-  def filter(self, record):
-    return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.get_absl_handler().addFilter(_QuietCheckpointing())
+  common.quiet_checkpoint_logging()
   from genviz_jax import train  # after flag parsing: keeps --help fast
 
   def run():
