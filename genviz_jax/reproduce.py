@@ -384,6 +384,10 @@ def phase_optimizers(cfg, workdir: str) -> dict:
     elif dname == "digits":
       c = digits_cfg.get_config("")
       c.num_steps = int(o.digits_steps)
+      # An MLP, not the small CNN: L-BFGS's line search runs the net inside a while loop, where
+      # XLA:CPU runs convolutions 20-30x slower (BUILD_NOTES).
+      c.model = "mlp"
+      c.model_kwargs = ml_collections.ConfigDict({"widths": tuple(o.digits_widths)})
     else:
       raise ValueError(f"optimizers.datasets contains {dname!r}; allowed: swissroll, digits")
     c.seed = int(cfg.seed)

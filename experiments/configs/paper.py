@@ -90,4 +90,5 @@ def get_config(variant: str = ""):
       adamax=0.005, amsgrad=0.005, lbfgs=1.0, sam=0.02))
   c.optimizers.swissroll_steps = 300 if quick else 10000
   c.optimizers.digits_steps = 40 if quick else 1000
+  c.optimizers.digits_widths = (128, 128)
   return c
