@@ -140,3 +140,24 @@ def test_quick_variant_end_to_end(tmp_path):
   assert claims["sharpness"]["holds"] is True
   html = (tmp_path / "report.html").read_text()
   assert html.count("data:image/") >= 10
+
+
+@pytest.mark.paper
+def test_full_main_job_reproduces_the_paper(tmp_path):
+  """The README's main job, checked against the paper's published claims (~12 minutes)."""
+  r = subprocess.run([sys.executable, "-m", "experiments.paper", f"--workdir={tmp_path}"],
+                     cwd=ROOT, capture_output=True, text=True, timeout=3600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  s = json.loads((tmp_path / "paper_summary.json").read_text())
+  res = s["results"]
+  good, bad = res["decision"]["good"], res["decision"]["bad"]
+  assert good["test_accuracy"] >= 0.95 and good["train_accuracy"] >= 0.999
+  assert bad["train_accuracy"] >= 0.99 and bad["test_accuracy"] <= 0.30
+  assert res["minefield"]["bad_test_accuracy_max"] < 0.60
+  assert res["minefield"]["final_good_test_accuracy"] > 0.95
+  assert res["gap_sweep"]["spearman_gap_vs_poison"] >= 0.8
+  assert res["basin"]["good"]["log10_volume"] > res["basin"]["bad"]["log10_volume"]
+  assert res["basin"]["good"]["radius_mean"] > res["basin"]["bad"]["radius_mean"]
+  assert res["circles"]["sharp"]["test_accuracy"] < res["circles"]["wide"]["test_accuracy"]
+  assert res["sharpness"]["bad"]["top_eigenvalue"] > res["sharpness"]["good"]["top_eigenvalue"]
+  assert sum(v for v in s["phase_wall_time_s"].values()) < 30 * 60
