@@ -11,26 +11,13 @@ import pytest
 from genviz_jax import train
 from genviz_jax import workdir
 
+import helpers
+
 
 def tiny_config(**overrides):
-  c = train.default_config()
-  c.dataset = "swissroll"
-  c.dataset_kwargs.num_train = 32
-  c.dataset_kwargs.num_test = 32
-  c.dataset_kwargs.num_poison = 16
-  c.model = "mlp"
-  c.model_kwargs.widths = (8, 8)
-  c.learning_rate = 0.01
-  c.num_steps = 20
-  c.log_every = 10
-  c.eval_every = 10
-  c.checkpoint_every = 10
-  c.snapshot_every = 5
-  c.poison_factor = 0.3
-  c.plot = False
-  for k, v in overrides.items():
-    c[k] = v
-  return c
+  """The shared tiny run, poisoned, with snapshots and no figure."""
+  return helpers.tiny_config(**{"snapshot_every": 5, "poison_factor": 0.3, "plot": False,
+                                **overrides})
 
 
 def listing(d):
