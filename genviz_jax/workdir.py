@@ -36,6 +36,7 @@ import dataclasses
 import glob
 import json
 import os
+import re
 from typing import Any, Callable
 
 import jax
@@ -234,8 +235,10 @@ class RunDir:
     arrays["__steps__"] = np.asarray(steps, np.int64)
     os.makedirs(self.path(SNAPSHOTS), exist_ok=True)
     final = os.path.join(self.path(SNAPSHOTS), f"params_{step:09d}.npz")
-    tmp = final + f".tmp{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
+    # The temporary name must not match the loader's pattern: a kill during the write leaves it.
+    tmp = final + f".tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+      np.savez(f, **arrays)
     os.replace(tmp, final)
 
   def write_summary(self, summary: dict) -> None:
@@ -278,7 +281,9 @@ def snapshots(workdir: str) -> tuple[np.ndarray, Any]:
   Empty workdirs or runs without snapshot_every give a ValueError.
   """
   read_config(workdir)  # the workdir checks
-  files = sorted(glob.glob(os.path.join(workdir, SNAPSHOTS, "params_*.npz")))
+  # Only finished files (params_STEP.npz); a kill mid-write leaves a temporary name beside them.
+  files = sorted(f for f in glob.glob(os.path.join(workdir, SNAPSHOTS, "params_*.npz"))
+                 if re.fullmatch(r"params_\d{9}\.npz", os.path.basename(f)))
   if not files:
     raise ValueError(f"workdir={workdir!r} has no parameter snapshots (train with "
                      "--config.snapshot_every=K)")

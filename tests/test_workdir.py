@@ -138,3 +138,19 @@ def test_divergence_stops_with_step_and_quantity_and_keeps_the_last_checkpoint(t
     train.train_and_evaluate(c, str(tmp_path))
   assert workdir.load(str(tmp_path)).step == 10
   assert not os.path.exists(tmp_path / workdir.SUMMARY)
+
+
+def test_half_written_snapshot_files_are_ignored(run, tmp_path):
+  """A kill during a snapshot write leaves a temporary file; loading skips it."""
+  import shutil
+  _, d, _ = run
+  copy = str(tmp_path / "copy")
+  shutil.copytree(d, copy)
+  steps, params = workdir.snapshots(copy)
+  for name in ("params_000000025.npz.tmp123", "params_000000025.npz.tmp123.npz"):
+    with open(os.path.join(copy, workdir.SNAPSHOTS, name), "wb") as f:
+      f.write(b"PK\x03\x04 truncated")
+  steps2, params2 = workdir.snapshots(copy)
+  assert steps2.tolist() == steps.tolist()
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
+    np.testing.assert_array_equal(a, b)
