@@ -4,7 +4,7 @@ Every dataset is a `Dataset`: numpy splits `{"x": float32 (N, ...), "y": int32 (
 and test, an optional fixed poison split (extra data with its TRUE labels, for the poisoned
 objective), and, where the distribution is known in closed form, `poison_sampler(key)`: a
 jax-traceable function returning a fresh poison batch, so a scan-compiled trainer can draw a new
-poison sample every step (what makes the swiss-roll minimum bad; DESIGN §2).
+poison sample every step (what makes the swiss-roll minimum bad; docs/method.md §2).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def swiss_roll_sample(key: jax.Array, num_points: int, noise: float = 0.5) -> Ba
 
 def swiss_roll(seed: int = 1237, num_train: int = 200, num_test: int = 200,
                num_poison: int = 200, noise: float = 0.5) -> Dataset:
-  """The two-spirals "swiss roll" of Huang et al. (DESIGN §2).
+  """The two-spirals "swiss roll" of Huang et al. (docs/method.md §2).
 
   num_train + num_test points (half per class) are drawn with numpy's RandomState(seed), shuffled
   and split; a fixed poison set of `num_poison` points is drawn from the same distribution (true
