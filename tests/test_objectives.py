@@ -15,7 +15,7 @@ def _np_log_softmax(z):
 
 
 def _np_poisoned(zt, yt, zp, yp, beta):
-  """Direct float64 transcription of docs/method.md §1: (1-β)·mean -log p_y + β·mean -log(1 - p_y)."""
+  """Float64 transcription of docs/method.md §1: (1-β)·mean -log p_y + β·mean -log(1 - p_y)."""
   pt = np.exp(_np_log_softmax(zt))[np.arange(len(yt)), yt]
   pp = np.exp(_np_log_softmax(zp))[np.arange(len(yp)), yp]
   return (1 - beta) * np.mean(-np.log(pt)) + beta * np.mean(-np.log(1 - pp))
