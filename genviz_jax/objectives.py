@@ -5,9 +5,20 @@ L(θ) = (1-β)/|D_t| Σ_{D_t} -log p_θ(y|x)  +  β/|D_p| Σ_{D_p} -log[1 - p_θ
 D_p holds extra data from the same distribution with its TRUE labels; the second term pushes the
 network away from the true label there. For two classes -log(1 - p_y) is the cross-entropy of the
 flipped label, which is how the authors' code wrote it.
+
+The authors' poison factor f is a count, not a weight: they appended f·|D_t| flipped-label points
+to each batch of |D_t| train points and averaged over the whole batch. One mean over |D_t|(1+f)
+points is the objective above with β = f / (1 + f) (f = 0.8 -> β = 0.444, f = 1 -> β = 0.5).
+β = 1 drops the clean term altogether: the network then fits no training point.
+
+`step_loss` is the objective of one training step as both trainers (genviz_jax.train, one run;
+genviz_jax.ensemble, many vmapped runs) compute it: the train and poison batches go through the
+network in ONE call, so BatchNorm sees both, as in the authors' mixed batches.
 """
 
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -79,3 +90,26 @@ def poisoned_loss(logits_train: ArrayLike, labels_train: ArrayLike,
   # where() rather than (1-β)·a + β·b so that β = 0 gives exactly the clean loss even if the
   # poison term overflowed.
   return jnp.where(beta == 0, clean, (1 - beta) * clean + beta * poison)
+
+
+def step_loss(apply_fn: Callable[[Any, jax.Array], tuple[jax.Array, Any]], params, batch: dict,
+              poison: dict | None = None, beta: ArrayLike = 0.0) -> tuple[jax.Array, Any]:
+  """(poisoned objective, aux) of one step: batch and poison through the network together.
+
+  Args:
+    apply_fn: apply_fn(params, x (M, ...)) -> (logits (M, C), aux); aux is passed through
+      (e.g. the updated BatchNorm statistics of a training-mode call).
+    params: the parameters differentiated by the caller.
+    batch: D_t, {"x": (N, ...), "y": (N,)}.
+    poison: D_p with TRUE labels, {"x": (P, ...), "y": (P,)}, or None for the clean loss.
+    beta: β (may be traced).
+  Returns:
+    (poisoned_loss(logits[:N], y, logits[N:], y_p, β), aux); the mean cross-entropy on D_t
+    when poison is None.
+  """
+  if poison is None:
+    logits, aux = apply_fn(params, batch["x"])
+    return poisoned_loss(logits, batch["y"]), aux
+  n = batch["y"].shape[0]
+  logits, aux = apply_fn(params, jnp.concatenate([batch["x"], poison["x"]]))
+  return poisoned_loss(logits[:n], batch["y"], logits[n:], poison["y"], beta), aux

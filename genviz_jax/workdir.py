@@ -1,6 +1,6 @@
 """Training workdirs: the layout, and how other code loads a trained run.
 
-A workdir written by `experiments.train` (genviz_jax.train.train_and_evaluate):
+A workdir written by the train binary (genviz_jax.train.train_and_evaluate):
 
     WORKDIR/
       config.json          the full ml_collections config (JSON): rebuilds dataset, model, optimizer
@@ -17,7 +17,7 @@ A workdir written by `experiments.train` (genviz_jax.train.train_and_evaluate):
                            keyed by its "/"-joined path ("Dense_0/kernel")
       summary.json         written last, when the run has finished: train/test accuracy and
                            loss, poison_factor, num_params, steps, seed, wall_time_s, steps_per_s
-      decision_boundary.png  for 2-D inputs
+      decision_boundary.png  for 2-D inputs, drawn by the train job (not by the trainer)
 
 Loading (the contract for landscape, basin, sharpness and paper code):
 
@@ -27,7 +27,13 @@ Loading (the contract for landscape, basin, sharpness and paper code):
 
 A missing workdir, one that is not a genviz_jax run (no config.json / no checkpoint), a step
 that was not saved, or a checkpoint that does not match the config's model is a one-line
-ValueError.
+ValueError. A checkpoint that cannot be read (its files deleted or cut by a kill) is skipped
+when the latest one is asked for: `load` (and the trainer's resumption) falls back to the last
+readable step and logs a warning saying so. An unreadable step asked for by number is a
+ValueError listing the readable steps; a workdir without any readable step is one too.
+
+This module knows the layout only; what a config builds (dataset, model, optimizer, initial
+state) comes from genviz_jax.train_config, so the trainer may import this module without a cycle.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ from typing import Any, Callable
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
+
+from genviz_jax import files
+from genviz_jax import models as models_lib
+from genviz_jax import train_config
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -101,6 +112,10 @@ def _shapes(tree) -> dict:
   return {jax.tree_util.keystr(p): tuple(x.shape) for p, x in flat if hasattr(x, "shape")}
 
 
+class CheckpointMismatchError(ValueError):
+  """A checkpoint holds parameters of another model than its workdir's config builds."""
+
+
 def _check_matches(mngr, step: int, abstract, workdir: str) -> None:
   """ValueError unless the checkpoint's params/batch_stats have the abstract state's shapes."""
   try:
@@ -115,22 +130,84 @@ def _check_matches(mngr, step: int, abstract, workdir: str) -> None:
     want = _shapes(abstract[coll])
     if saved != want:
       diff = sorted(set(saved.items()) ^ set(want.items()))
-      raise ValueError(
+      raise CheckpointMismatchError(
           f"checkpoint {step} in {workdir!r} does not match the config's model "
           f"({coll} differ, e.g. {diff[0][0]}: saved {saved.get(diff[0][0])}, "
           f"model {want.get(diff[0][0])})")
 
 
 def _restore(mngr, step: int, abstract, workdir: str):
+  """(state, meta) of checkpoint `step`; CheckpointMismatchError if it is another model's."""
   import orbax.checkpoint as ocp
   _check_matches(mngr, step, abstract, workdir)
   try:
     r = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
   except ValueError as e:
-    raise ValueError(f"checkpoint {step} in {workdir!r} does not match the config: "
-                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not _is_shape_mismatch(e):
+      raise
+    raise CheckpointMismatchError(
+        f"checkpoint {step} in {workdir!r} does not match the config: "
+        f"{_first_line(e)}") from None
   return r.state, dict(r.meta or {})
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+  """The first line of an error message, without tensorstore's spec dump, at most `limit` chars."""
+  text = str(e).strip().split(" [tensorstore_spec")[0]
+  line = text.splitlines()[0] if text else type(e).__name__
+  return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _is_shape_mismatch(e: ValueError) -> bool:
+  text = str(e).lower()
+  return "shape" in text and ("mismatch" in text or "does not match" in text
+                              or "incompatible" in text)
+
+
+def _try_restore(mngr, step: int, abstract, workdir: str):
+  """((state, meta), None), or (None, why) when the checkpoint's files cannot be read.
+
+  A checkpoint of another model is no unreadable one: CheckpointMismatchError propagates.
+  """
+  try:
+    return _restore(mngr, step, abstract, workdir), None
+  except CheckpointMismatchError:
+    raise
+  except Exception as e:  # noqa: BLE001  (Orbax and tensorstore raise many kinds on bad files)
+    return None, _first_line(e)
+
+
+def _latest_readable(mngr, steps: list[int], abstract, workdir: str):
+  """(step, state, meta, [(unreadable newer step, why), ...]) of the newest readable step.
+
+  ValueError naming the workdir when no step is readable.
+  """
+  bad = []
+  for step in sorted(steps, reverse=True):
+    got, why = _try_restore(mngr, step, abstract, workdir)
+    if got is not None:
+      return step, got[0], got[1], bad
+    bad.append((step, why))
+  reasons = "; ".join(f"{s}: {why}" for s, why in bad)
+  raise ValueError(f"workdir={workdir!r} has no readable checkpoint in {CHECKPOINTS}/ "
+                   f"({reasons})")
+
+
+def _warn_fallback(workdir: str, step: int, bad: list, what: str) -> None:
+  for s, why in bad:
+    logging.warning("checkpoint %d in %r is unreadable (%s); %s step %d, the last readable one",
+                    s, workdir, why, what, step)
+
+
+def _restore_step(mngr, step: int, steps: list[int], abstract, workdir: str):
+  """(state, meta) of an explicitly requested step; ValueError listing the readable steps."""
+  got, why = _try_restore(mngr, step, abstract, workdir)
+  if got is not None:
+    return got
+  readable = [s for s in steps if s != step and _try_restore(mngr, s, abstract, workdir)[0]]
+  raise ValueError(f"checkpoint step={step} in {workdir!r} is unreadable ({why}); readable "
+                   f"steps: {', '.join(map(str, readable)) or 'none'}")
 
 
 class RunDir:
@@ -184,15 +261,22 @@ class RunDir:
       return json.load(f)
 
   def restore(self, abstract):
-    """(state, meta) of the latest checkpoint, or None when there is none."""
-    step = self.latest_step()
-    if step is None:
+    """(state, meta) of the latest readable checkpoint, or None when there is none.
+
+    Unreadable checkpoints after it are logged and removed: the resumed run writes them again
+    (each step's state is a function of the seed and the step alone).
+    """
+    if self.latest_step() is None:
       return None
-    return _restore(self.mngr, step, abstract, self.workdir)
+    steps = list(self.mngr.all_steps())
+    step, state, meta, bad = _latest_readable(self.mngr, steps, abstract, self.workdir)
+    _warn_fallback(self.workdir, step, bad, "resuming from")
+    for s, _ in bad:
+      self.mngr.delete(s)
+    return state, meta
 
   def start(self, step: int) -> None:
     """Writes config.json and drops metrics lines past `step` (they will be recomputed)."""
-    from experiments import common
     os.makedirs(self.workdir, exist_ok=True)
     if not os.path.isfile(self.path(CONFIG)):
       tmp = self.path(CONFIG + f".tmp{os.getpid()}")
@@ -215,7 +299,6 @@ class RunDir:
         with open(tmp, "w") as f:
           f.writelines(keep)
         os.replace(tmp, p)
-    del common
 
   def append_metrics(self, line: dict) -> None:
     with open(self.path(METRICS), "a") as f:
@@ -242,30 +325,29 @@ class RunDir:
     os.replace(tmp, final)
 
   def write_summary(self, summary: dict) -> None:
-    from experiments import common
-    common.write_json_atomic(self.path(SUMMARY), summary)
+    files.write_json_atomic(self.path(SUMMARY), summary)
 
 
 def load(workdir: str, step: int | None = None) -> Trained:
-  """The trained run in `workdir` at checkpoint `step` (default: the latest)."""
-  from genviz_jax import models as models_lib
-  from genviz_jax import train as train_lib
+  """The trained run in `workdir` at checkpoint `step` (default: the latest readable one)."""
   config = read_config(workdir)
   mngr = _manager(workdir, read_only=True) if os.path.isdir(os.path.join(workdir, CHECKPOINTS)) else None
   steps = sorted(mngr.all_steps()) if mngr is not None else []
   if not steps:
     raise ValueError(f"workdir={workdir!r} has no checkpoint in {CHECKPOINTS}/")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
+  if step is not None and step not in steps:
     raise ValueError(f"step={step!r} has no checkpoint in {workdir!r}; saved steps: "
                      f"{', '.join(map(str, steps))}")
-  dataset = train_lib.build_dataset(config)
-  model = train_lib.build_model(config, dataset)
-  tx = train_lib.make_optimizer(config)
-  abstract = jax.eval_shape(lambda: train_lib.init_state(config, model, dataset, tx))
-  state, _ = _restore(mngr, step, abstract, workdir)
-  model_state = train_lib.model_state_of(state)
+  dataset = train_config.build_dataset(config)
+  model = train_config.build_model(config, dataset)
+  tx = train_config.make_optimizer(config)
+  abstract = jax.eval_shape(lambda: train_config.init_state(config, model, dataset, tx))
+  if step is None:
+    step, state, _, bad = _latest_readable(mngr, steps, abstract, workdir)
+    _warn_fallback(workdir, step, bad, "loading")
+  else:
+    state, _ = _restore_step(mngr, step, steps, abstract, workdir)
+  model_state = train_config.model_state_of(state)
   summary = None
   if os.path.isfile(os.path.join(workdir, SUMMARY)):
     with open(os.path.join(workdir, SUMMARY)) as f:
