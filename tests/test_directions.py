@@ -119,3 +119,89 @@ def test_bad_input():
     directions.random_directions(jax.random.key(0), params, 0)
   with pytest.raises(ValueError, match="start=-1"):
     directions.random_directions(jax.random.key(0), params, 2, start=-1)
+
+
+def _row_norms(a):
+  """Li et al.'s per-output-channel norms for PyTorch layout (out, in, ...): one per first-axis row."""
+  a = np.asarray(a, np.float64)
+  return np.sqrt(np.sum(a.reshape(a.shape[0], -1) ** 2, axis=1))
+
+
+def test_filter_axis_first_normalizes_rows_of_torch_layout():
+  rng = np.random.default_rng(0)
+  params = {"lin": jnp.asarray(rng.normal(size=(4, 6)), jnp.float32),  # (out, in)
+            "conv": jnp.asarray(rng.normal(size=(3, 2, 3, 3)), jnp.float32),  # (out, in, kh, kw)
+            "bias": jnp.ones((4,))}
+  for axis in ("first", 0):
+    d = directions.random_direction(jax.random.key(4), params, 2, filter_axis=axis)
+    for name in ("lin", "conv"):
+      np.testing.assert_allclose(_row_norms(d[name]), _row_norms(params[name]), rtol=1e-5)
+      # And not the Flax rule (last-axis slices), which this layout would get by default.
+      assert not np.allclose(_filter_norms(d[name]), _filter_norms(params[name]), rtol=1e-3)
+    assert not np.any(np.asarray(d["bias"]))
+  # The default (last axis) gives the Flax rule on the same arrays, from the same draw.
+  d_last = directions.random_direction(jax.random.key(4), params, 2)
+  np.testing.assert_allclose(_filter_norms(d_last["lin"]), _filter_norms(params["lin"]), rtol=1e-5)
+  raw = directions.random_direction(jax.random.key(4), params, 2, norm="none")
+  ratio = np.asarray(d["lin"]) / np.asarray(raw["lin"])  # one positive scale per row
+  np.testing.assert_allclose(ratio, np.repeat(ratio[:, :1], 6, axis=1), rtol=1e-4)
+  assert np.all(ratio > 0)
+
+
+def test_filter_axis_named_equals_int_and_default_is_last():
+  params = _conv_params()
+  key = jax.random.key(6)
+  base = directions.random_directions(key, params, 3)
+  for same in ("last", -1, directions.filter_axes(params, -1)):
+    other = directions.random_directions(key, params, 3, filter_axis=same)
+    for a, b in zip(jax.tree.leaves(base), jax.tree.leaves(other)):
+      np.testing.assert_array_equal(a, b)
+  assert directions.filter_axes(params, "first") == tuple(
+      None if np.ndim(p) <= 1 else 0 for p in jax.tree.leaves(params))
+
+
+def test_filter_axis_per_leaf_pytree_for_mixed_layouts():
+  rng = np.random.default_rng(1)
+  params = {"flax": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32),   # (in, out)
+            "torch": jnp.asarray(rng.normal(size=(4, 6)), jnp.float32),  # (out, in)
+            "b": jnp.zeros((4,))}
+  axes = {"flax": "last", "torch": 0, "b": None}
+  d = directions.random_direction(jax.random.key(2), params, 5, filter_axis=axes)
+  np.testing.assert_allclose(_filter_norms(d["flax"]), _filter_norms(params["flax"]), rtol=1e-5)
+  np.testing.assert_allclose(_row_norms(d["torch"]), _row_norms(params["torch"]), rtol=1e-5)
+  # Under jit, vmapped over k, and via normalize_direction: the same direction.
+  stack = directions.random_directions(jax.random.key(2), params, 6, filter_axis=axes)
+  raw = directions.random_direction(jax.random.key(2), params, 5, norm="none", ignore_1d=False)
+  again = directions.normalize_direction(raw, params, "filter", True, filter_axis=axes)
+  for a, b, c in zip(jax.tree.leaves(d), jax.tree.leaves(stack), jax.tree.leaves(again)):
+    np.testing.assert_allclose(b[5], a, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(c, a, rtol=1e-6, atol=1e-7)
+  assert directions.filter_axes(params, axes) == (None, 1, 0)  # tree order: b, flax, torch
+
+
+def test_num_perturbed_counts_filters_along_filter_axis():
+  w = np.ones((3, 4), np.float32)
+  w[1, :] = 0.0   # a dead output row in (out, in) layout
+  params = {"w": jnp.asarray(w)}
+  assert directions.num_perturbed(params, filter_axis="first") == 8   # 2 live rows of 4
+  assert directions.num_perturbed(params) == 12    # last-axis filters: every column has a 1
+  d = directions.random_direction(jax.random.key(0), params, 0, filter_axis=0)
+  assert int(np.count_nonzero(np.asarray(d["w"]))) == 8
+  assert not np.any(np.asarray(d["w"][1]))
+
+
+def test_filter_axis_bad_input():
+  params = {"w": jnp.ones((2, 3)), "b": jnp.ones((3,))}
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match=r"filter_axis=2 .*\['w'\].*\[-2, 1\]"):
+    directions.random_direction(key, params, 0, filter_axis=2)
+  with pytest.raises(ValueError, match="filter_axis='middle'"):
+    directions.random_directions(key, params, 2, filter_axis="middle")
+  with pytest.raises(ValueError, match="filter_axis=True"):
+    directions.num_perturbed(params, filter_axis=True)
+  with pytest.raises(ValueError, match=r"filter_axis=\{'w': 0\}"):
+    directions.normalize_direction(params, params, filter_axis={"w": 0})
+  with pytest.raises(ValueError, match=r"filter_axis=None .*\['w'\]"):
+    directions.random_direction(key, params, 0, filter_axis={"w": None, "b": None})
+  with pytest.raises(ValueError, match=r"filter_axis=1.5 .*\['w'\]"):
+    directions.random_direction(key, params, 0, filter_axis={"w": 1.5, "b": 0})
