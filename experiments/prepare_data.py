@@ -3,7 +3,7 @@ r"""Downloads and prepares a TFDS image dataset in the format the loaders read (
   pip install -e '.[tf]'   # TFDS needs TensorFlow to build datasets
   python -m experiments.prepare_data --dataset=cifar10 --data_dir=$HOME/tfds
 
-Needs internet. The loaders (`genviz_jax.data.get_dataset(NAME, data_dir=DIR)`) then read the
+Run from the repository root; needs internet. The loaders (`genviz_jax.data.get_dataset(NAME, data_dir=DIR)`) then read the
 prepared files with `tfds.data_source`, without TensorFlow. Allowed datasets: mnist,
 fashion_mnist, cifar10, svhn_cropped (svhn's `extra` split, 531k images, is prepared too).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -42,11 +41,5 @@ def prepare(name: str, data_dir: str) -> None:
                {k: v.num_examples for k, v in builder.info.splits.items()})
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.run_guarded(lambda: prepare(_DATASET.value, _DATA_DIR.value))
-
-
 if __name__ == "__main__":
-  app.run(main)
+  common.run_binary(lambda: prepare(_DATASET.value, _DATA_DIR.value), config=None)

@@ -36,6 +36,7 @@ def get_config(variant: str = ""):
   c.point_batch = 8
   c.data_batch = 0  # 0: all examples at once
   c.step = -1
+  c.shard = True  # several local devices: points sharded over them
   if variant == "quick":
     c.line_points = 21
     c.grid_points = 11

@@ -1,0 +1,152 @@
+"""Basin radius and volume of a trained workdir along many random directions.
+
+`run(config, workdir, outdir=None)` writes into `outdir` (default WORKDIR/basin; the trained
+run's own files are never touched):
+  basin.json         log10_volume (+ CI, ESS, largest share, censored count, measure), radius stats
+  radii.npy          (K,) radii (K, 2 with two_sided: +d, -d) in units of the direction
+  radii_details.npz  censored, converged, value at the radius, evaluations, ||d_k||
+  histogram.png      the radii
+  chunks/            finished chunks: a killed sweep rerun with the same arguments continues and
+                     ends with identical radii; a different sweep there is refused.
+The volume is that of the star-shaped region r(d) in n dimensions, log10 V = log10 V_ball(n) +
+log10 mean_k r_k^n (genviz_jax.basin). Config keys: genviz_jax/configs/basin.py.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from genviz_jax import basin
+from genviz_jax import directions
+from genviz_jax import files
+from genviz_jax import progress
+from genviz_jax import workdir as workdir_lib
+from genviz_jax.jobs import devices
+from genviz_jax.plots import basin as plots_basin
+
+RESULT_FILES = ("basin.json", "radii.npy", "radii_details.npz", "histogram.png")
+UNITS = {"isotropic": "parameter-space length", "filter-normalized": "filter-normalized direction",
+         "layer-normalized": "layer-normalized direction"}
+
+
+def check_config(c) -> None:
+  """One-line ValueError for a bad config value (before anything is loaded or written)."""
+  if c.norm not in directions.NORMS:
+    raise ValueError(f"config.norm={c.norm!r}; allowed: {', '.join(directions.NORMS)}")
+  if c.split not in ("train", "test"):
+    raise ValueError(f"config.split={c.split!r}; allowed: train, test")
+  if c.crossing not in ("", "above", "below"):
+    raise ValueError(f"config.crossing={c.crossing!r}; allowed: '' (auto), above, below")
+  for key in ("num_directions", "chunk_size", "point_batch"):
+    v = c[key]
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+      raise ValueError(f"config.{key}={v!r} must be a positive integer (K > 0)")
+  if not isinstance(c.data_batch, int) or c.data_batch < 0:
+    raise ValueError(f"config.data_batch={c.data_batch!r} must be an integer >= 0 (0: all)")
+  for key in ("r_max", "r_init"):
+    if not (isinstance(c[key], (int, float)) and math.isfinite(c[key]) and c[key] > 0):
+      raise ValueError(f"config.{key}={c[key]!r} must be a finite number > 0")
+
+
+def _check_outdir(workdir: str, outdir: str, store_dir: str) -> None:
+  if os.path.abspath(outdir) == os.path.abspath(workdir):
+    raise ValueError(f"outdir={outdir!r} is the trained workdir; use a subfolder (default "
+                     "WORKDIR/basin)")
+  if os.path.exists(os.path.join(outdir, "basin.json")) and not os.path.exists(
+      os.path.join(store_dir, basin.ChunkStore.MANIFEST)):
+    raise ValueError(f"outdir={outdir!r} holds basin results without their chunks/; use another "
+                     "outdir")
+
+
+def _progress_hook(num_directions: int):
+  """on_chunk for basin.radii: directions/s and points/s, the first (compiling) chunk left out."""
+  p = progress.Progress("basin", num_directions, unit="directions")
+  clock = {"t0": None, "points": 0}
+
+  def on_chunk(done, total, arrays):
+    if not arrays["resumed"]:
+      if clock["t0"] is None:
+        clock["t0"] = time.time()
+      else:
+        clock["points"] += int(np.sum(arrays["num_evals"]))
+    dt = time.time() - clock["t0"] if clock["t0"] is not None else 0.0
+    rate = clock["points"] / dt if dt > 0 else float("nan")
+    p.update(done, extra=f"({rate:.0f} points/s)", force=done == total)
+
+  return on_chunk
+
+
+def _sweep(config, trained, store_dir: str, mesh):
+  split = getattr(trained.dataset, config.split)
+  spec = basin.RandomDirections(jax.random.key(config.seed), int(config.num_directions),
+                                norm=config.norm, ignore_1d=bool(config.ignore_1d))
+  return basin.radii(
+      trained.metric_fn, trained.params, spec, threshold=float(config.threshold), data=split,
+      metric=config.metric, crossing=config.crossing or None, relative=bool(config.relative),
+      r_init=float(config.r_init), r_max=float(config.r_max), rtol=float(config.rtol),
+      two_sided=bool(config.two_sided), chunk_size=int(config.chunk_size),
+      point_batch=int(config.point_batch), data_batch=int(config.data_batch) or None,
+      cache_directions=bool(config.cache_directions), mesh=mesh,
+      store=basin.ChunkStore(store_dir), on_chunk=_progress_hook(int(config.num_directions)))
+
+
+def _summary(config, res, vol, workdir: str, step: int, wall: float, mesh) -> dict:
+  r = np.asarray(res.radius, np.float64)
+  return {
+      **vol.to_json(),
+      "radius_mean": float(r.mean()), "radius_median": float(np.median(r)),
+      "radius_min": float(r.min()), "radius_max": float(r.max()),
+      "radius_quantiles_5_25_75_95": np.quantile(r, [0.05, 0.25, 0.75, 0.95]).tolist(),
+      "radius_units": UNITS[res.measure], "euclidean_radius_median": float(np.median(res.euclidean())),
+      "num_directions": res.num_directions, "num_censored": res.num_censored,
+      "num_unconverged": int(np.sum(~res.converged)), "threshold": res.threshold,
+      "threshold_config": float(config.threshold), "relative": bool(config.relative),
+      "metric": res.metric, "crossing": res.crossing, "split": config.split,
+      "centre_value": res.centre_value, "norm": config.norm, "ignore_1d": bool(config.ignore_1d),
+      "two_sided": bool(config.two_sided), "rtol": res.rtol, "r_max": res.r_max,
+      # radius <= r*(1 + rtol): log V is biased up by at most n·log(1 + rtol).
+      "log10_volume_tolerance_bias": res.dim * math.log10(1 + res.rtol),
+      "seed": int(config.seed), "workdir": os.path.abspath(workdir), "step": step,
+      "num_evaluations": int(np.sum(res.num_evals)), "wall_time_s": round(wall, 3),
+      "devices": 1 if mesh is None else int(mesh.size),
+  }
+
+
+def _write(outdir: str, workdir: str, res, vol, summary: dict) -> None:
+  os.makedirs(outdir, exist_ok=True)
+  files.save_npy_atomic(os.path.join(outdir, "radii.npy"), res.radius)
+  files.save_npz_atomic(os.path.join(outdir, "radii_details.npz"), res.arrays())
+  title = (f"{os.path.basename(os.path.abspath(workdir))}: {res.metric} "
+           f"{'>' if res.crossing == 'above' else '<'} {res.threshold:g}, "
+           f"log10 V = {vol.log10_volume:.4g} ({res.measure})")
+  tmp_png = os.path.join(outdir, "histogram.tmp.png")
+  plots_basin.radius_histogram({"radii": np.asarray(res.radius, np.float64)}, tmp_png,
+                               censored={"radii": res.num_censored},
+                               xlabel=f"radius ({UNITS[res.measure]})", title=title)
+  os.replace(tmp_png, os.path.join(outdir, "histogram.png"))
+  files.write_json_atomic(os.path.join(outdir, "basin.json"), summary)
+
+
+def run(config, workdir: str, outdir: str | None = None) -> dict:
+  """The sweep: loads the workdir, finds radii (resumable), writes the outputs; returns basin.json."""
+  check_config(config)
+  outdir = outdir or os.path.join(workdir, "basin")
+  store_dir = os.path.join(outdir, "chunks")
+  _check_outdir(workdir, outdir, store_dir)
+  trained = workdir_lib.load(workdir, step=None if config.step < 0 else int(config.step))
+  mesh = devices.point_mesh_for(config)
+  t0 = time.time()
+  res = _sweep(config, trained, store_dir, mesh)
+  wall = time.time() - t0
+  vol = res.volume(num_bootstrap=int(config.num_bootstrap), confidence=float(config.confidence),
+                   seed=int(config.seed))
+  summary = _summary(config, res, vol, workdir, trained.step, wall, mesh)
+  _write(outdir, workdir, res, vol, summary)
+  logging.info("basin: %s", summary)
+  return summary

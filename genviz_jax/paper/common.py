@@ -1,0 +1,91 @@
+"""What the paper's phases share: output paths, figure saving, progress, small statistics."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+import numpy as np
+
+from genviz_jax import files
+from genviz_jax import progress
+from genviz_jax import train as train_lib
+from genviz_jax.configs import swissroll as swissroll_cfg
+
+
+def write_json(path: str, obj) -> None:
+  files.write_json_atomic(path, obj)
+
+
+def progress_hook(what: str, total: int, unit: str = "steps"):
+  """`fn(done, *_)` that logs `what done/total, rate, ETA` (genviz_jax.progress)."""
+  p = progress.Progress(what, total, unit)
+  return lambda done, *_: p.update(done)
+
+
+def adam_tx(lr: float, boundaries=(), clip: float = 0.0):
+  """The trainer's Adam with step decays x0.1 at `boundaries` and global-norm clipping `clip`."""
+  c = train_lib.default_config()
+  c.optimizer, c.learning_rate, c.lr_boundaries, c.grad_clip = "adam", lr, tuple(boundaries), clip
+  return train_lib.make_optimizer(c)
+
+
+def figure_path(workdir: str, name: str) -> str:
+  os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
+  return os.path.join(workdir, "figures", name)
+
+
+def save(fig, path: str) -> str:
+  import matplotlib.pyplot as plt
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def spearman(a, b) -> float:
+  """Spearman's rank correlation over the finite pairs; NaN with < 3 pairs or a constant side."""
+  from scipy import stats
+  a, b = np.asarray(a, float), np.asarray(b, float)
+  ok = np.isfinite(a) & np.isfinite(b)
+  if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+    return float("nan")
+  return float(stats.spearmanr(a[ok], b[ok]).statistic)
+
+
+def rel(workdir: str, path: str) -> str:
+  return os.path.relpath(path, workdir)
+
+
+def comma_list(value) -> list[str]:
+  return [x.strip() for x in str(value).split(",") if x.strip()]
+
+
+def swissroll_config(cfg, variant: str) -> ml_collections.ConfigDict:
+  """The swiss-roll training config of `variant` with the paper config's step counts.
+
+  The poisoned schedule's LR decays (30k, 60k of 100k steps) and poison warm-up (15k) scale with
+  cfg.decision.poisoned_steps.
+  """
+  c = swissroll_cfg.get_config(variant)
+  c.seed = int(cfg.seed)
+  c.plot = True
+  if variant == "poisoned":
+    c.num_steps = int(cfg.decision.poisoned_steps)
+    scale = c.num_steps / 100000
+    c.lr_boundaries = tuple(max(1, int(b * scale)) for b in (30000, 60000))
+    c.poison_warmup_steps = int(15000 * scale)
+  else:
+    c.num_steps = int(cfg.decision.clean_steps)
+  c.log_every = min(c.log_every, c.num_steps)
+  c.eval_every = c.checkpoint_every = c.log_every * max(1, c.num_steps // (5 * c.log_every))
+  return c
+
+
+def minima(workdir: str) -> dict[str, str]:
+  """The good and bad trained runs of the decision phase; ValueError if they are missing."""
+  dirs = {n: os.path.join(workdir, "runs", n) for n in ("good", "bad")}
+  for n, d in dirs.items():
+    if not os.path.exists(os.path.join(d, "summary.json")):
+      raise ValueError(f"phase needs the {n} minimum of the 'decision' phase ({d} has no "
+                       "summary.json); run with the decision phase first")
+  return dirs
