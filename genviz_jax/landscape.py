@@ -1,7 +1,7 @@
 """Loss landscapes (Li et al. 2018): metrics on lines and planes through parameter space.
 
 Every surface is "metrics at θ + Σ_i α_{k,i} d_i for K coefficient rows α_k", evaluated by the
-engine (evaluate.point_metrics) in fixed-size compiled chunks, so a 51x51 grid is a handful of
+engine (genviz_jax.engine) in fixed-size compiled chunks, so a 51x51 grid is a handful of
 compiled calls rather than 2601 Python-level evaluations.
 
   surface        any coefficient table over D shared directions (the general entry point)
@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from genviz_jax import directions as directions_lib
+from genviz_jax import engine
 
 PyTree = Any
 
 
 def _as_basis(directions, params) -> PyTree:
   """A stacked pytree (D, ...) from a stack or a list/tuple of pytrees like params."""
-  from genviz_jax import directions as directions_lib
   if isinstance(directions, (list, tuple)):
     if not directions:
       raise ValueError("directions is an empty list; give at least one direction")
@@ -42,21 +44,37 @@ def _as_basis(directions, params) -> PyTree:
   return jax.tree.map(jnp.asarray, directions)
 
 
+def _coords(coords, d: int) -> np.ndarray:
+  c = np.asarray(coords, np.float64)
+  if c.ndim == 1 and d == 1:
+    c = c[:, None]
+  if c.ndim != 2 or c.shape[1] != d:
+    raise ValueError(f"coords have shape {np.shape(coords)}; need (K, {d}) for {d} direction(s)")
+  if c.shape[0] == 0:
+    raise ValueError("coords have K=0 points; need K >= 1")
+  if not np.all(np.isfinite(c)):
+    raise ValueError("coords contain a non-finite value")
+  return c
+
+
 def surface(loss_fn: Callable, params: PyTree, directions, coords, *, data: PyTree | None = None,
             chunk_size: int = 256, point_batch: int = 8, data_batch: int | None = None,
-            on_chunk: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-  """Metrics at the K points θ + Σ_i coords[k, i]·d_i.
+            mesh=None, on_chunk: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+  """Metrics at the K points θ + Σ_i coords[k, i]·d_i (through the engine).
 
   Args:
     loss_fn: `loss_fn(params, batch)` (or `loss_fn(params)` when data is None) returning a scalar
-      batch-mean loss (reported as "loss") or a dict of batch-mean metrics.
+      batch-mean loss (reported as "loss") or a dict of batch-mean metrics; any callable,
+      hashable or not.
     params: θ, the centre (a pytree).
     directions: D directions: a stacked pytree (leaves (D, *leaf.shape)) or a list of D pytrees
       like params.
     coords: (K,) when D = 1, or (K, D) coefficients.
     data: the batch to average over (all of it, exactly), or None.
-    chunk_size: points per compiled call (the last chunk is padded, padding dropped).
-    point_batch, data_batch: the engine's chunking (evaluate.point_metrics).
+    chunk_size: points per compiled call (about; rounded to whole point groups).
+    point_batch, data_batch: the engine's chunking (engine.point_metrics).
+    mesh: a jax.sharding.Mesh (engine.point_mesh()): points (and data, with a "data" axis of
+      size > 1) sharded over its devices; same numbers on any device count.
     on_chunk: progress callback on_chunk(done, K).
 
   Returns:
@@ -66,56 +84,18 @@ def surface(loss_fn: Callable, params: PyTree, directions, coords, *, data: PyTr
     ValueError: direction trees unlike params, coords of the wrong shape, K = 0, non-finite coords.
   """
   basis = _as_basis(directions, params)
-  d = jax.tree.leaves(basis)[0].shape[0]
-  c = np.asarray(coords, np.float64)
-  if c.ndim == 1 and d == 1:
-    c = c[:, None]
-  if c.ndim != 2 or c.shape[1] != d:
-    raise ValueError(f"coords have shape {np.shape(coords)}; need (K, {d}) for {d} direction(s)")
-  k = c.shape[0]
-  if k == 0:
-    raise ValueError("coords have K=0 points; need K >= 1")
-  if not np.all(np.isfinite(c)):
-    raise ValueError("coords contain a non-finite value")
+  c = _coords(coords, jax.tree.leaves(basis)[0].shape[0])
   if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0:
     raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer")
-  b = min(int(chunk_size), k)
   dtype = jnp.result_type(*jax.tree.leaves(params))
-
-  chunk = _chunk_fn(loss_fn, b, int(point_batch), data_batch)
-  parts = []
-  for s in range(0, k, b):
-    rows = c[s:s + b]
-    if rows.shape[0] < b:  # pad with copies of the first row: one compiled shape for every chunk
-      rows = np.concatenate([rows, np.repeat(rows[:1], b - rows.shape[0], 0)])
-    out = chunk(jnp.asarray(rows, dtype), params, basis, data)
-    parts.append({name: np.asarray(v)[:min(b, k - s)] for name, v in out.items()})
-    if on_chunk is not None:
-      on_chunk(min(s + b, k), k)
-  return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-
-
-@functools.lru_cache(maxsize=32)
-def _chunk_fn(loss_fn, b, point_batch, data_batch):
-  """jit((coeffs (b, D), params, basis, data) -> dict of (b,)), memoized per loss_fn and sizes:
-  train and test splits of one shape, and lines and interpolations of one length, share it."""
-  from genviz_jax import evaluate
-
-  def metric_fn(*args):
-    out = loss_fn(*args)
-    return dict(out) if isinstance(out, Mapping) else {"loss": out}
-
-  @jax.jit
-  def chunk(coeffs, params, basis, data):
-    return evaluate.point_metrics(metric_fn, params, evaluate.basis_delta_fn(basis, coeffs),
-                                  jnp.arange(b, dtype=jnp.int32), data, point_batch=point_batch,
-                                  data_batch=data_batch)
-  return chunk
+  delta = engine.basis_delta(basis, jnp.asarray(c, dtype))
+  return engine.evaluate_points(loss_fn, params, delta, c.shape[0], data, point_batch=point_batch,
+                                data_batch=data_batch, chunk_size=int(chunk_size), mesh=mesh,
+                                progress=on_chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("num", "norm", "ignore_1d"))
 def _random_basis(key, params, start, *, num, norm, ignore_1d):
-  from genviz_jax import directions as directions_lib
   ks = jnp.arange(num, dtype=jnp.int32) + start
   return jax.vmap(lambda k: directions_lib.random_direction(key, params, k, norm=norm,
                                                             ignore_1d=ignore_1d))(ks)
@@ -128,7 +108,6 @@ def random_basis(key: jax.Array, params: PyTree, num: int, *, norm: str = "filte
   The same values as directions.random_directions (direction k = random_direction(key, params,
   k)); jitted because eager Gaussian generation compiles op by op (seconds per leaf on CPU).
   """
-  from genviz_jax import directions as directions_lib
   directions_lib._check_norm(norm)
   if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num <= 0:
     raise ValueError(f"num={num!r} must be a positive integer")
@@ -149,7 +128,6 @@ def interpolation(loss_fn: Callable, params_a: PyTree, params_b: PyTree, alphas=
   alphas default to 81 points on [-0.5, 1.5] (Li et al.; α = 0 and 1 are on the grid).
   Returns (alphas (A,), dict name -> (A,)).
   """
-  from genviz_jax import directions as directions_lib
   directions_lib.check_same_tree(params_b, params_a, what="params_b")
   if alphas is None:
     alphas = np.linspace(-0.5, 1.5, 81)
