@@ -6,11 +6,15 @@ them one by one from Python costs a compile and a loop each; here R runs share o
 `lax.scan` of `vmap(step)`, each with its own parameters, optimizer state, poison factor β_r and
 poison-sample stream.
 
-Every run minimizes the poisoned objective of DESIGN §1,
+Every run minimizes the poisoned objective of Huang et al. (2019), `objectives.step_loss`,
   (1-β_r)·mean_{D_t} -log p(y|x) + β_r·mean_{D_p} -log(1-p(y|x)),
 with D_p either one fixed poison batch shared by all runs or a fresh `poison_sampler(key)` sample
 every step (key = fold_in(keys[r], step)). Step k is a pure function of (params_r, keys[r], k), so
-results do not depend on `chunk`.
+results do not depend on `chunk`. (The authors' poison factor f, poison points per train point in
+one averaged batch, is β = f / (1 + f).)
+
+`evaluate_many` evaluates the R trained parameter sets through the evaluation engine
+(genviz_jax.engine): R parameter points, one `models.metric_fn` definition of loss and accuracy.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from genviz_jax import engine
+from genviz_jax import models as models_lib
 from genviz_jax import objectives
 
 PyTree = Any
@@ -62,15 +68,14 @@ def train_many(model: nn.Module, tx: optax.GradientTransformation, params: PyTre
     raise ValueError("betas > 0 need a fixed `poison` batch or a `poison_sampler`")
   keys = (jax.random.split(jax.random.PRNGKey(0), r) if keys is None else keys)
   train = {k: jnp.asarray(train[k]) for k in ("x", "y")}
-  n = train["y"].shape[0]
+
+  apply_fn = lambda p, x: (model.apply({"params": p}, x, train=True), None)
 
   def loss_fn(p, key, step, beta):
     if not poisoned:
-      logits = model.apply({"params": p}, train["x"], train=True)
-      return objectives.poisoned_loss(logits, train["y"])
+      return objectives.step_loss(apply_fn, p, train)[0]
     pb = poison if poison_sampler is None else poison_sampler(jax.random.fold_in(key, step))
-    logits = model.apply({"params": p}, jnp.concatenate([train["x"], pb["x"]]), train=True)
-    return objectives.poisoned_loss(logits[:n], train["y"], logits[n:], pb["y"], beta)
+    return objectives.step_loss(apply_fn, p, train, pb, beta)[0]
 
   def one_step(p, opt, key, step, beta_final, beta_warm):
     beta = jnp.where(step < warmup_steps, beta_warm, beta_final)
@@ -104,17 +109,20 @@ def train_many(model: nn.Module, tx: optax.GradientTransformation, params: PyTre
   return params, snaps
 
 
-def evaluate_many(model: nn.Module, params: PyTree, split: dict) -> dict[str, np.ndarray]:
-  """{"loss", "accuracy"}: (R,) means over the split for each run (inference mode)."""
-  x, y = jnp.asarray(split["x"]), jnp.asarray(split["y"])
+def evaluate_many(model: nn.Module, params: PyTree, split: dict, *, point_batch: int = 8,
+                  data_batch: int | None = None, mesh=None) -> dict[str, np.ndarray]:
+  """{"loss", "accuracy"}: (R,) means over the split for each run (inference mode).
 
-  @jax.jit
-  def ev(p):
-    def one(pr):
-      logits = model.apply({"params": pr}, x, train=False)
-      return (jnp.mean(objectives.cross_entropy(logits, y)),
-              jnp.mean(objectives.accuracy(logits, y)))
-    return jax.lax.map(one, p)
-
-  loss, acc = ev(params)
-  return {"loss": np.asarray(loss), "accuracy": np.asarray(acc)}
+  The R runs (params leaves (R, ...)) are R points of the engine: point r = 0 + params[r]
+  (a zero centre, so each point is params[r] bit for bit), with `models.metric_fn(model)`;
+  data_batch chunks the split with exact size-weighted means, mesh shards the runs.
+  """
+  leaves = jax.tree.leaves(params)
+  if not leaves or any(np.ndim(a) < 1 for a in leaves):
+    raise ValueError("params need leaves with a leading run axis (R, ...)")
+  r = int(np.shape(leaves[0])[0])
+  centre = jax.tree.map(lambda a: jnp.zeros(np.shape(a)[1:], jnp.result_type(a)), params)
+  data = {k: jnp.asarray(split[k]) for k in ("x", "y")}
+  out = engine.evaluate_points(models_lib.metric_fn(model), centre, engine.stacked_delta(params),
+                               r, data, point_batch=point_batch, data_batch=data_batch, mesh=mesh)
+  return {"loss": np.asarray(out["loss"]), "accuracy": np.asarray(out["accuracy"])}

@@ -11,9 +11,9 @@ import inspect
 from typing import Callable, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-import numpy as np
+
+from genviz_jax import objectives
 
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu, "tanh": jnp.tanh, "elu": nn.elu, "gelu": nn.gelu,
@@ -232,13 +232,6 @@ def init_variables(model: nn.Module, key, input_shape: Sequence[int]) -> dict:
   return dict(model.init(key, x, train=False))
 
 
-def count_params(tree) -> int:
-  """Number of scalars in a pytree (e.g. variables["params"])."""
-  # Works on arrays and on jax.eval_shape's ShapeDtypeStructs alike.
-  return int(sum(int(np.prod(getattr(leaf, "shape", np.shape(leaf))))
-                 for leaf in jax.tree_util.tree_leaves(tree)))
-
-
 def metric_fn(model: nn.Module, model_state: dict | None = None):
   """`fn(params, batch) -> {"loss": mean cross-entropy, "accuracy": mean 0/1}` in inference mode.
 
@@ -246,7 +239,6 @@ def metric_fn(model: nn.Module, model_state: dict | None = None):
   perturbable "params" collection; `model_state` (e.g. {"batch_stats": ...}) is held fixed, so
   BatchNorm uses its running statistics. `batch` is {"x": (N, ...), "y": (N,)}.
   """
-  from genviz_jax import objectives  # local: keep models importable on its own
   state = dict(model_state or {})
 
   def fn(params, batch):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genviz_jax import models, objectives
+from genviz_jax import models, objectives, trees
 
 
 def _shapes(model, input_shape):
@@ -50,7 +50,7 @@ def test_swiss_roll_mlp_has_3646_parameters():
   m = models.create_model("mlp", 2, widths=(23, 16, 26, 32, 28, 31))
   widths = [2, 23, 16, 26, 32, 28, 31, 2]
   assert sum(_dense(a, b) for a, b in zip(widths, widths[1:])) == 3646
-  assert models.count_params(_shapes(m, (2,))["params"]) == 3646
+  assert trees.num_params(_shapes(m, (2,))["params"]) == 3646
 
 
 def _resnet_count(stages, widths, c_in, classes, shortcut):
@@ -70,7 +70,7 @@ def test_resnet_parameter_counts():
   r18 = _resnet_count((2, 2, 2, 2), (64, 128, 256, 512), 3, 10, "conv")
   assert 0.26e6 < r20 < 0.28e6  # He et al. 2016, Table 6: 0.27M
   assert 11.1e6 < r18 < 11.2e6  # the usual CIFAR ResNet-18: 11.17M
-  count = lambda name, **kw: models.count_params(
+  count = lambda name, **kw: trees.num_params(
       _shapes(models.create_model(name, 10, **kw), (32, 32, 3))["params"])
   assert count("resnet20") == r20
   assert count("resnet18") == r18
@@ -91,15 +91,15 @@ def test_vgg_parameter_counts(depth):
       prev = v
   n += _dense(512, 10)
   variables = _shapes(models.create_model(f"vgg{depth}", 10), (32, 32, 3))
-  assert models.count_params(variables["params"]) == n
+  assert trees.num_params(variables["params"]) == n
   # Running mean and variance for every BN channel.
-  assert models.count_params(variables["batch_stats"]) == 2 * sum(v for v in cfg if v != "M")
+  assert trees.num_params(variables["batch_stats"]) == 2 * sum(v for v in cfg if v != "M")
 
 
 def test_small_cnn_parameter_count():
   m = models.create_model("small_cnn", 10, features=(8, 16), dense=32)
   expect = _conv(3, 1, 8, True) + _conv(3, 8, 16, True) + _dense(2 * 2 * 16, 32) + _dense(32, 10)
-  assert models.count_params(_shapes(m, (8, 8, 1))["params"]) == expect
+  assert trees.num_params(_shapes(m, (8, 8, 1))["params"]) == expect
 
 
 # ---------------------------------------------------------------- output shapes
@@ -221,4 +221,4 @@ def test_init_variables_matches_shapes():
   assert list(v) == ["params"]
   assert jax.tree_util.tree_map(jnp.shape, v) == jax.tree_util.tree_map(lambda s: s.shape,
                                                                         _shapes(m, (4,)))
-  assert models.count_params(v) == _dense(4, 5) + _dense(5, 3)
+  assert trees.num_params(v) == _dense(4, 5) + _dense(5, 3)

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from genviz_jax import data as data_lib
 from genviz_jax import objectives
 from genviz_jax import train
 from helpers import tiny_config
@@ -93,11 +94,11 @@ def test_scan_loop_equals_step_by_step_and_does_not_depend_on_grouping():
 def test_minibatches_are_a_function_of_seed_and_step():
   c = tiny_config(batch_size=8)
   ds, model, _, step_fn, state, data = build(c)
-  idx = train._minibatch_indices(32, 8, c.seed, 5)
+  idx = data_lib.minibatch_indices(32, 8, c.seed, 5)
   # epoch 1 (steps 4..7) is a permutation: its four batches cover every example once
-  ep = np.concatenate([np.asarray(train._minibatch_indices(32, 8, c.seed, s)) for s in range(4, 8)])
+  ep = np.concatenate([np.asarray(data_lib.minibatch_indices(32, 8, c.seed, s)) for s in range(4, 8)])
   assert sorted(ep.tolist()) == list(range(32))
-  np.testing.assert_array_equal(idx, train._minibatch_indices(32, 8, c.seed, 5))
+  np.testing.assert_array_equal(idx, data_lib.minibatch_indices(32, 8, c.seed, 5))
   s5 = dict(state, step=jnp.int32(5))
   _, aux = jax.jit(step_fn)(s5, data)
   logits = model.apply({"params": state["params"]}, jnp.asarray(ds.train["x"])[idx])

@@ -1,11 +1,11 @@
 """Figures of the paper reproduction: minefield, gap sweep, circles, optimizer comparison.
 
-Each function returns a matplotlib Figure; saving is the caller's.
+Each function returns a matplotlib Figure; saving is the caller's. Drawing only: decision
+boundaries arrive as arrays (genviz_jax.boundary), accuracies and measures as numbers.
 """
 
 from __future__ import annotations
 
-import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -34,15 +34,16 @@ def minefield(good_xy: np.ndarray, good_acc: np.ndarray, bad_xy: np.ndarray,
   return fig
 
 
-def decision_panels(model, panels, ncols: int | None = None, show_poison: bool = True):
-  """Decision boundaries side by side; panels = [(params, dataset, title), ...]."""
+def decision_panels(panels, ncols: int | None = None, show_poison: bool = True):
+  """Decision boundaries side by side; panels = [panel dict, ...] (plots.decision)."""
   n = len(panels)
+  if n == 0:
+    raise ValueError("decision_panels needs at least one panel")
   ncols = ncols or n
   nrows = -(-n // ncols)
   fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.6 * nrows), squeeze=False)
-  for ax, (params, ds, title) in zip(axes.ravel(), panels):
-    decision.plot_decision_boundary(ax, model, params, {}, ds, title=title, resolution=120,
-                                    show_poison=show_poison)
+  for ax, panel in zip(axes.ravel(), panels):
+    decision.draw_panel(ax, panel, show_poison=show_poison)
   for ax in axes.ravel()[n:]:
     ax.axis("off")
   axes.ravel()[0].legend(loc="lower left", fontsize=5)
@@ -50,20 +51,30 @@ def decision_panels(model, panels, ncols: int | None = None, show_poison: bool =
   return fig
 
 
-def gap_grid(model, params, ds, gap, fractions, train_acc, test_acc, max_panels: int = 20):
-  """Fig. 6 (left): decision boundaries ordered by generalization gap (first seed of each β)."""
+def gap_panel_runs(gap, fractions, max_panels: int = 20) -> list[int]:
+  """The runs shown in Fig. 6 (left): by increasing gap, the first run of each poison factor."""
   order = np.argsort(gap, kind="stable")
   seen, chosen = set(), []
   for i in order:
     if fractions[i] not in seen:
       seen.add(fractions[i])
-      chosen.append(i)
-  chosen = chosen[:max_panels]
-  panels = [(jax.tree.map(lambda a: a[i], params), ds,
-             f"f={fractions[i]:.2g} gap {100 * gap[i]:.0f}%\n"
-             f"train {100 * train_acc[i]:.0f}% test {100 * test_acc[i]:.0f}%") for i in chosen]
+      chosen.append(int(i))
+  return chosen[:max_panels]
+
+
+def gap_grid(grids, extent, splits, gap, fractions, train_acc, test_acc, num_classes: int = 2,
+             max_panels: int = 20):
+  """Fig. 6 (left): decision boundaries ordered by generalization gap (first seed of each f).
+
+  grids: (R, G, G) predicted classes of every run (boundary.predictions(..., stacked=True));
+  extent: their (x0, x1, y0, y1); splits: the train/test points drawn on every panel.
+  """
+  panels = [{"grid": grids[i], "extent": extent, "splits": splits, "num_classes": num_classes,
+             "title": f"f={fractions[i]:.2g} gap {100 * gap[i]:.0f}%\n"
+                      f"train {100 * train_acc[i]:.0f}% test {100 * test_acc[i]:.0f}%"}
+            for i in gap_panel_runs(gap, fractions, max_panels)]
   # Training drew a fresh poison sample every step: the dataset's fixed poison set is not shown.
-  return decision_panels(model, panels, ncols=min(5, len(panels)), show_poison=False)
+  return decision_panels(panels, ncols=min(5, len(panels)), show_poison=False)
 
 
 def gap_scatter(gap, fractions, log10_volume, top_eigenvalue):

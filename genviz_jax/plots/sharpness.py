@@ -2,16 +2,15 @@
 Hessian spectral densities of good and bad minima, and (2-D data) a GIF of the decision boundary
 as the parameters move along the top eigenvector and along a random direction.
 
-Plotting only: the numbers come from genviz_jax.hessian / landscape and are passed in as arrays.
+Plotting only: the numbers come from genviz_jax.hessian / landscape / boundary and are passed in
+as arrays.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Mapping
+from typing import Mapping
 
-import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import animation
@@ -78,35 +77,6 @@ def spectral_density_figure(densities: Mapping[str, tuple[np.ndarray, np.ndarray
   return fig
 
 
-def boundary_frames(logits_fn: Callable, params, directions: Mapping[str, object],
-                    alphas: np.ndarray, extent, resolution: int = 80) -> dict[str, np.ndarray]:
-  """P(class 1) on a grid for every α along every direction.
-
-  Args:
-    logits_fn: logits_fn(params, x (P, 2)) -> (P, C).
-    params: θ.
-    directions: label -> pytree like params (the step d; point = θ + α·d).
-    alphas: (A,).
-    extent: (x0, x1, y0, y1).
-  Returns:
-    label -> (A, resolution, resolution) probabilities (rows = y).
-  """
-  x0, x1, y0, y1 = extent
-  gx, gy = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
-  pts = jnp.asarray(np.stack([gx.ravel(), gy.ravel()], -1), jnp.float32)
-
-  @jax.jit
-  def probs(alpha, d):
-    p = jax.tree_util.tree_map(lambda a, b: a + alpha.astype(a.dtype) * b, params, d)
-    return jax.nn.softmax(logits_fn(p, pts), axis=-1)[:, -1]
-
-  out = {}
-  for label, d in directions.items():
-    frames = [np.asarray(probs(jnp.asarray(a), d)) for a in np.asarray(alphas)]
-    out[label] = np.stack(frames).reshape(len(frames), resolution, resolution)
-  return out
-
-
 def save_boundary_animation(path: str, frames: Mapping[str, np.ndarray], alphas: np.ndarray,
                             extent, points: tuple[np.ndarray, np.ndarray] | None = None, *,
                             fps: int = 6, title: str = "") -> None:
@@ -114,7 +84,7 @@ def save_boundary_animation(path: str, frames: Mapping[str, np.ndarray], alphas:
 
   Args:
     path: output .gif.
-    frames: label -> (A, H, W) probabilities from boundary_frames.
+    frames: label -> (A, H, W) probabilities from genviz_jax.boundary.frames.
     alphas: (A,).
     extent: (x0, x1, y0, y1) of the frames.
     points: optional (x (N, 2), y (N,)) training points drawn on every frame.
