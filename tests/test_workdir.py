@@ -113,19 +113,79 @@ def test_a_different_config_is_refused_and_nothing_is_touched(run):
 
 
 def test_good_vs_bad_figure_titles_carry_the_accuracies(run):
+  from genviz_jax import boundary
   from genviz_jax.plots import decision
   _, d, summary = run
   t = workdir.load(d)
-  fig = decision.good_vs_bad_figure(t, t, labels=("good", "bad"))
+  panels = [boundary.trained_panel(t, "good", resolution=8),
+            boundary.trained_panel(t, "bad", resolution=8)]
+  fig = decision.good_vs_bad_figure(panels)
   titles = [ax.get_title() for ax in fig.axes]
   want = (f"train {100 * summary['train_accuracy']:.1f}%, "
           f"test {100 * summary['test_accuracy']:.1f}%")
   assert titles == [f"good: {want}", f"bad: {want}"]
-  # the background is the model's own prediction on the grid
-  grid = decision.class_grid(t.model, t.params, t.model_state, (-1, 1, -1, 1), resolution=4)
-  pts = np.stack(np.meshgrid(np.linspace(-1, 1, 4), np.linspace(-1, 1, 4)), -1).reshape(-1, 2)
+  # the background is the model's own prediction on the grid over the data's extent
+  x0, x1, y0, y1 = panels[0]["extent"]
+  pts = np.stack(np.meshgrid(np.linspace(x0, x1, 8), np.linspace(y0, y1, 8)), -1).reshape(-1, 2)
   logits = t.model.apply({"params": t.params}, jnp.asarray(pts, jnp.float32))
-  np.testing.assert_array_equal(grid.ravel(), np.argmax(logits, -1))
+  np.testing.assert_array_equal(panels[0]["grid"].ravel(), np.argmax(logits, -1))
+  np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), panels[0]["grid"])
+
+
+def _break_step(d, step):
+  """Deletes the array data of checkpoint `step` (its metadata stays): an unreadable step."""
+  import shutil
+  state = os.path.join(d, workdir.CHECKPOINTS, str(step), "state")
+  gone = [os.path.join(r, x) for r, dirs, _ in os.walk(state) for x in dirs if x == "d"]
+  assert gone, os.listdir(state)
+  for g in gone:
+    shutil.rmtree(g)
+
+
+def _copy(run, tmp_path, name="copy"):
+  import shutil
+  copy = str(tmp_path / name)
+  shutil.copytree(run[1], copy)
+  return copy
+
+
+def test_unreadable_latest_checkpoint_falls_back_with_a_warning(run, tmp_path, caplog):
+  copy = _copy(run, tmp_path)
+  _break_step(copy, 20)
+  with caplog.at_level("WARNING"):
+    t = workdir.load(copy)
+  assert t.step == 10
+  assert any("checkpoint 20" in r.getMessage() and "unreadable" in r.getMessage() and
+             "step 10, the last readable one" in r.getMessage() for r in caplog.records)
+  for a, b in zip(jax.tree.leaves(t.params), jax.tree.leaves(workdir.load(run[1], step=10).params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_unreadable_requested_step_names_the_readable_ones(run, tmp_path):
+  copy = _copy(run, tmp_path)
+  _break_step(copy, 20)
+  with pytest.raises(ValueError, match=r"checkpoint step=20 in .* is unreadable \(.*\); "
+                                       r"readable steps: 10$") as e:
+    workdir.load(copy, step=20)
+  assert "\n" not in str(e.value)
+  _break_step(copy, 10)
+  with pytest.raises(ValueError, match=r"workdir=.*copy' has no readable checkpoint") as e:
+    workdir.load(copy)
+  assert "\n" not in str(e.value)
+
+
+def test_training_resumes_from_the_last_readable_checkpoint(run, tmp_path):
+  c, d, summary = run
+  copy = _copy(run, tmp_path)
+  _break_step(copy, 20)
+  os.remove(os.path.join(copy, workdir.SUMMARY))
+  again = train.train_and_evaluate(tiny_config(), copy)
+  # steps 10..20 run again from checkpoint 10: the same parameters, bit for bit
+  for a, b in zip(jax.tree.leaves(workdir.load(copy).params), jax.tree.leaves(
+      workdir.load(d).params)):
+    np.testing.assert_array_equal(a, b)
+  assert {k: again[k] for k in ("train_accuracy", "test_loss", "steps")} == {
+      k: summary[k] for k in ("train_accuracy", "test_loss", "steps")}
 
 
 def test_divergence_stops_with_step_and_quantity_and_keeps_the_last_checkpoint(tmp_path):
