@@ -146,3 +146,25 @@ def test_labels_outside_the_classes_give_nan_not_a_silent_value():
     assert np.isfinite(out[0]) and np.all(np.isnan(out[1:]))
   g = jax.grad(lambda z: jnp.sum(objectives.cross_entropy(z, y[:1])))(z[:1])
   assert np.all(np.isfinite(g))
+
+
+def test_step_loss_puts_both_batches_through_one_call_and_splits_the_logits():
+  """step_loss of a linear model: one apply call on [x_t; x_p], the float64 objective."""
+  rng = np.random.RandomState(4)
+  w = rng.randn(3, 5).astype(np.float32)
+  xt, xp = rng.randn(6, 3).astype(np.float32), rng.randn(4, 3).astype(np.float32)
+  yt, yp = rng.randint(0, 5, 6), rng.randint(0, 5, 4)
+  calls = []
+
+  def apply_fn(params, x):
+    calls.append(x.shape)
+    return x @ params, "aux"
+
+  loss, aux = objectives.step_loss(apply_fn, jnp.asarray(w), {"x": xt, "y": yt},
+                                   {"x": xp, "y": yp}, 0.3)
+  assert calls == [(10, 3)] and aux == "aux"
+  want = _np_poisoned(xt.astype(np.float64) @ w, yt, xp.astype(np.float64) @ w, yp, 0.3)
+  np.testing.assert_allclose(loss, want, rtol=1e-5)
+  clean, _ = objectives.step_loss(apply_fn, jnp.asarray(w), {"x": xt, "y": yt})
+  np.testing.assert_allclose(clean, _np_poisoned(xt.astype(np.float64) @ w, yt, xp @ w, yp, 0.0),
+                             rtol=1e-5)
