@@ -16,11 +16,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from genviz_jax import boundary
 from genviz_jax import directions as directions_lib
 from genviz_jax import hessian
 from genviz_jax import landscape
 from genviz_jax.jobs import devices
-from genviz_jax.plots import decision
 from genviz_jax.plots import sharpness as sharp_plots
 
 
@@ -65,17 +65,19 @@ def _spectral_density(config, t, dens, out_dir) -> str:
                os.path.join(out_dir, "spectral_density.png"))
 
 
-def _boundary_animation(config, t, params, data, eig, eig_dirs, rand_list, out_dir) -> str:
+def _boundary_animation(config, t, params, data, eig, eig_dirs, rand_list, out_dir,
+                        mesh) -> str:
   f = config.figures
-  extent = decision.data_extent(t.dataset)
+  extent = boundary.data_extent(t.dataset)
   state = t.model_state
+  # Inputs in the parameters' dtype (float64 under config.x64).
   logits_fn = lambda p, x: t.model.apply({"params": p, **state}, x.astype(
       jax.tree_util.tree_leaves(p)[0].dtype), train=False)
   a = np.linspace(-f.anim_alpha_max, f.anim_alpha_max, f.anim_frames)
-  frames = sharp_plots.boundary_frames(
+  frames = boundary.frames(
       logits_fn, params, {f"top eigenvector (λ={eig.eigenvalues[0]:.4g})": eig_dirs[0],
                           "random filter-normalized direction": rand_list[0]},
-      a, extent, resolution=f.anim_resolution)
+      a, extent, resolution=f.anim_resolution, mesh=mesh)
   path = os.path.join(out_dir, "boundary_animation.gif")
   sharp_plots.save_boundary_animation(path, frames, a, extent,
                                       (np.asarray(data["x"]), np.asarray(data["y"])),
@@ -99,5 +101,5 @@ def write_all(config, t, params, data, metric_fn, eig, dens, out_dir, key, data_
              _spectral_density(config, t, dens, out_dir)]
   if f.animation and tuple(t.dataset.input_shape) == (2,):
     written.append(_boundary_animation(config, t, params, data, eig, eig_dirs, rand_list,
-                                       out_dir))
+                                       out_dir, mesh))
   return written

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 
+from genviz_jax import boundary
 from genviz_jax import train as train_lib
 from genviz_jax import workdir as workdir_lib
+from genviz_jax.plots import decision
 
 FIGURE = "decision_boundary.png"
 # The datasets of genviz_jax.data whose inputs are points of the plane.
@@ -27,11 +29,11 @@ def boundary_title(config, summary: dict) -> str:
 
 def save_boundary(workdir: str, title: str) -> str:
   """Draws the trained run's decision boundary into WORKDIR/decision_boundary.png."""
-  from genviz_jax.plots import decision
   t = workdir_lib.load(workdir)
   path = os.path.join(workdir, FIGURE)
   tmp = os.path.join(workdir, "decision_boundary.tmp.png")
-  decision.save_decision_boundary(tmp, t.model, t.params, t.model_state, t.dataset, title=title)
+  logits_fn = boundary.flax_logits(t.model, t.model_state)
+  decision.save_decision_boundary(tmp, boundary.panel(logits_fn, t.params, t.dataset, title))
   os.replace(tmp, path)
   return path
 

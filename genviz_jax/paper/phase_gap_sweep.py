@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genviz_jax import basin
+from genviz_jax import boundary
 from genviz_jax import data as data_lib
 from genviz_jax import ensemble
 from genviz_jax import hessian
@@ -80,7 +81,10 @@ def phase_gap_sweep(cfg, workdir: str) -> dict:
   gap = train_acc - test_acc
   train_j = {k: jnp.asarray(v) for k, v in ds.train.items()}
   m = _measures(cfg, g, model, params, train_j, len(runs))
-  figs = [paper_plots.gap_grid(model, params, ds, gap, frac, train_acc, test_acc),
+  extent = boundary.data_extent(ds)
+  grids = boundary.predictions(boundary.flax_logits(model), params, extent, 120, stacked=True)
+  figs = [paper_plots.gap_grid(grids, extent, boundary.splits_of(ds, show_poison=False), gap,
+                               frac, train_acc, test_acc),
           paper_plots.gap_scatter(gap, frac, np.array(m["log10_volume"]),
                                   np.array(m["top_eigenvalue"]))]
   paths = [common.save(figs[0], common.figure_path(workdir, "fig6_gap_grid.png")),

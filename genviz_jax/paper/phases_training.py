@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from genviz_jax import boundary
 from genviz_jax import data as data_lib
 from genviz_jax import ensemble
 from genviz_jax import models as models_lib
@@ -37,7 +38,8 @@ def phase_decision(cfg, workdir: str) -> dict:
     summary = train_job.run(common.swissroll_config(cfg, variant), run_dir)
     out[name] = {k: summary[k] for k in SUMMARY_KEYS}
   good, bad = (wd_lib.load(os.path.join(workdir, "runs", n)) for n in ("good", "bad"))
-  fig = decision.good_vs_bad_figure(good, bad)
+  fig = decision.good_vs_bad_figure([boundary.trained_panel(good, "good minimum"),
+                                     boundary.trained_panel(bad, "bad minimum")])
   path = common.save(fig, common.figure_path(workdir, "fig2_decision_boundaries.png"))
   out["figure"] = common.rel(workdir, path)
   return out
@@ -131,9 +133,10 @@ def phase_circles(cfg, workdir: str) -> dict:
     tr = float(ensemble.evaluate_many(model, p, ds.train)["accuracy"][0])
     te = float(ensemble.evaluate_many(model, p, ds.test)["accuracy"][0])
     out[name] = {"margin": margin, "train_accuracy": tr, "test_accuracy": te}
-    panels.append((jax.tree.map(lambda a: a[0], p), ds,
-                   f"margin {margin:g}: train {100 * tr:.1f}%, test {100 * te:.1f}%"))
-  path = common.save(paper_plots.decision_panels(model, panels),
+    panels.append(boundary.panel(
+        boundary.flax_logits(model), jax.tree.map(lambda a: a[0], p), ds,
+        f"margin {margin:g}: train {100 * tr:.1f}%, test {100 * te:.1f}%", resolution=120))
+  path = common.save(paper_plots.decision_panels(panels),
                      common.figure_path(workdir, "fig8_circles.png"))
   out["figure"] = common.rel(workdir, path)
   return out
