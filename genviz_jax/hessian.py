@@ -6,11 +6,12 @@ Everything is matrix-free. The operator is the Hessian H of the dataset-mean los
 
 at fixed parameters θ, applied to flat vectors of length n = number of parameters (the pytree is
 flattened with `jax.flatten_util.ravel_pytree`). Data are processed in chunks of `data_batch`
-examples; chunk results are weighted by their size (B_c / N) so that a ragged last chunk still gives
-the EXACT full-dataset value, not an approximation.
+examples by the engine's one exact chunked mean (engine.chunked_mean: chunk results weighted by
+their size B_c / N, so a ragged last chunk still gives the EXACT full-dataset value); with a
+mesh the examples are split over its devices and the sums psum-reduced (engine.sharded_mean).
 
 `loss_fn(params, batch)` returns the batch-mean loss as a scalar or a dict with a "loss" entry
-(DESIGN §4), e.g. `models.metric_fn(model, model_state)`, which runs BatchNorm in inference mode with
+(the engine's metric contract), e.g. `models.metric_fn(model, model_state)`, which runs BatchNorm in inference mode with
 its running statistics held fixed; `loss_fn(params)` when `data` is None.
 
 Algorithms (sources):
@@ -37,77 +38,27 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from genviz_jax import engine
+
 LossFn = Callable[..., Any]
-
-
-# ------------------------------------------------------------------------------------------ data
-
-def _scalar_loss(loss_fn: LossFn) -> LossFn:
-  """Adapts loss_fn (scalar or dict with "loss") to a scalar-valued function."""
-  def fn(*args):
-    out = loss_fn(*args)
-    if isinstance(out, dict):
-      if "loss" not in out:
-        raise ValueError(f"loss_fn returned a dict with keys {sorted(out)}; it needs a 'loss' entry")
-      out = out["loss"]
-    out = jnp.asarray(out)
-    if out.shape != ():
-      raise ValueError(f"loss_fn must return a scalar batch-mean loss, got shape {out.shape}")
-    return out
-  return fn
-
-
-def _num_examples(data) -> int:
-  sizes = {int(np.shape(a)[0]) for a in jax.tree_util.tree_leaves(data)}
-  if len(sizes) != 1:
-    raise ValueError(f"data arrays disagree on the number of examples: {sorted(sizes)}")
-  n = sizes.pop()
-  if n == 0:
-    raise ValueError("data has 0 examples; at least 1 is needed")
-  return n
-
-
-def split_chunks(data, data_batch: int | None):
-  """Splits data (N, ...) into full chunks (C, B, ...) and a remainder (N - C·B, ...) or None.
-
-  Returns (full, rest, weights) where weights = (B/N, R/N): the exact mixing weights of the
-  per-chunk means. data_batch None (or >= N) gives one chunk.
-  """
-  n = _num_examples(data)
-  if data_batch is None:
-    data_batch = n
-  if not isinstance(data_batch, (int, np.integer)) or isinstance(data_batch, bool) or data_batch <= 0:
-    raise ValueError(f"data_batch={data_batch!r} must be a positive integer or None")
-  b = min(int(data_batch), n)
-  c, r = n // b, n % b
-  full = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[:c * b].reshape((c, b) + a.shape[1:]), data)
-  rest = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[c * b:], data) if r else None
-  return full, rest, (b / n, r / n)
-
-
-def chunked_mean(fn: Callable, full, rest, weights) -> Any:
-  """Σ_chunks (B_c/N)·fn(chunk): the exact dataset mean of a per-batch-mean pytree fn(batch).
-
-  `full`, `rest`, `weights` come from `split_chunks`. Chunks are visited by lax.scan and only the
-  running sum is kept, so memory does not grow with N (a reverse pass through the scan would).
-  """
-  w_full, w_rest = weights
-
-  def body(acc, chunk):
-    out = fn(chunk)
-    return jax.tree_util.tree_map(lambda a, o: a + w_full * o, acc, out), None
-
-  first = jax.tree_util.tree_map(lambda a: a[0], full)
-  zero = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(fn, first))
-  acc, _ = jax.lax.scan(body, zero, full)
-  if rest is not None:
-    acc = jax.tree_util.tree_map(lambda a, o: a + w_rest * o, acc, fn(rest))
-  return acc
 
 
 # --------------------------------------------------------------------------- loss, grad, HVP
 
-def loss_and_grad(loss_fn: LossFn, params, data=None, *, data_batch: int | None = None):
+def _mean(fn: Callable, data, data_batch: int | None, mesh):
+  """fn(None) without data; else the exact dataset mean of fn(batch) (engine: chunked, and split
+  over every device of `mesh` when given)."""
+  if data is None:
+    return fn(None)
+  return engine.sharded_mean(fn, data, mesh=mesh, data_batch=data_batch)
+
+
+def _call(f: LossFn, params, batch):
+  return f(params) if batch is None else f(params, batch)
+
+
+def loss_and_grad(loss_fn: LossFn, params, data=None, *, data_batch: int | None = None,
+                  mesh=None):
   """(L(θ), ∇L(θ)) of the dataset-mean loss, exact under chunking. Traceable.
 
   Args:
@@ -116,46 +67,43 @@ def loss_and_grad(loss_fn: LossFn, params, data=None, *, data_batch: int | None 
     params: pytree θ.
     data: pytree of arrays with leading axis N, or None.
     data_batch: examples per chunk (None: all at once).
+    mesh: a jax.sharding.Mesh: the examples are split over all its devices (sums psum-reduced).
   Returns:
     (scalar, pytree like params).
   """
-  f = _scalar_loss(loss_fn)
-  if data is None:
-    return jax.value_and_grad(f)(params)
-  full, rest, w = split_chunks(data, data_batch)
-  return chunked_mean(lambda batch: jax.value_and_grad(f)(params, batch), full, rest, w)
+  f = lambda p, *b: engine.scalar_loss(loss_fn(p, *b))
+  return _mean(lambda batch: jax.value_and_grad(lambda p: _call(f, p, batch))(params), data,
+               data_batch, mesh)
 
 
-def hvp(loss_fn: LossFn, params, vector, data=None, *, data_batch: int | None = None):
+def hvp(loss_fn: LossFn, params, vector, data=None, *, data_batch: int | None = None, mesh=None):
   """H(θ)·v for the dataset-mean loss by forward-over-reverse (jvp of grad). Traceable.
 
   Args:
-    loss_fn, params, data, data_batch: as in `loss_and_grad`.
+    loss_fn, params, data, data_batch, mesh: as in `loss_and_grad`.
     vector: pytree like params.
   Returns:
     pytree like params.
   """
-  f = _scalar_loss(loss_fn)
+  f = lambda p, *b: engine.scalar_loss(loss_fn(p, *b))
 
   def chunk_hvp(batch):
-    g = (lambda p: jax.grad(f)(p, batch)) if batch is not None else jax.grad(f)
-    return jax.jvp(g, (params,), (vector,))[1]
+    return jax.jvp(jax.grad(lambda p: _call(f, p, batch)), (params,), (vector,))[1]
 
-  if data is None:
-    return chunk_hvp(None)
-  full, rest, w = split_chunks(data, data_batch)
-  return chunked_mean(chunk_hvp, full, rest, w)
+  return _mean(chunk_hvp, data, data_batch, mesh)
 
 
 class HessianOperator:
   """The Hessian of the dataset-mean loss at `params` as a linear map on flat (n,) vectors.
 
-  The data chunks and the flat parameters are arguments of every compiled function (never baked in
-  as constants), so a large dataset does not bloat the compiled program. Each algorithm below
-  compiles once per operator and size.
+  The data and the flat parameters are arguments of every compiled function (never baked in as
+  constants), so a large dataset does not bloat the compiled program. Each algorithm below
+  compiles once per operator and size. The operator holds the loss only as long as it lives.
 
   Args:
-    loss_fn, params, data, data_batch: as in `loss_and_grad`.
+    loss_fn, params, data, data_batch, mesh: as in `loss_and_grad` (with a mesh, every
+      Hessian-vector product splits the examples over the mesh's devices; same numbers up to
+      float32 summation order).
     matmul_precision: jax.default_matmul_precision while tracing ("highest": full float32
       products on GPUs/TPUs, which otherwise use TF32/bf16 passes); None keeps the default.
 
@@ -167,8 +115,8 @@ class HessianOperator:
   """
 
   def __init__(self, loss_fn: LossFn, params, data=None, *, data_batch: int | None = None,
-               matmul_precision: str | None = "highest"):
-    self.loss_fn = _scalar_loss(loss_fn)
+               matmul_precision: str | None = "highest", mesh=None):
+    self.loss_fn = lambda p, *b: engine.scalar_loss(loss_fn(p, *b))
     # GPUs default to TF32 products for float32; measured on an H100, that moved the top
     # eigenvalue of the swiss-roll MLP by 0.4%. A measurement wants full float32.
     self.matmul_precision = matmul_precision
@@ -177,13 +125,13 @@ class HessianOperator:
     self.dtype = self.flat_params.dtype
     if self.dim == 0:
       raise ValueError("params has 0 parameters; the Hessian needs at least 1")
-    if data is None:
-      self._data = (None, None)
-      self._weights = (1.0, 0.0)
-    else:
-      full, rest, self._weights = split_chunks(data, data_batch)
-      self._data = (full, rest)
+    if data is not None:
+      engine.data_size(data)
+    engine.metrics.optional_positive_int("data_batch", data_batch)
+    engine.check_mesh(mesh)
+    self._data = None if data is None else jax.device_put(data)
     self.data_batch = data_batch
+    self.mesh = mesh
     self._cache: dict = {}
     self._matvec_jit = jax.jit(self._precise(self.matvec_fn))
     self._grad_jit = jax.jit(self._precise(self.loss_and_grad_fn))
@@ -197,31 +145,20 @@ class HessianOperator:
         return fn(*args)
     return wrapped
 
-  # Pure functions of (flat, data): what the compiled algorithms close over.
-  def _chunk_apply(self, fn, data):
-    full, rest = data
-    if full is None:
-      return fn(None)
-    return chunked_mean(fn, full, rest, self._weights)
-
   def matvec_fn(self, flat, data, v):
-    """H(flat)·v, (n,) -> (n,), with data = the operator's chunks. Traceable."""
-    unravel = self.unravel
-
+    """H(flat)·v, (n,) -> (n,), with data = the operator's data. Traceable."""
     def chunk_hvp(batch):
-      def g(x):
-        p = unravel(x)
-        return ravel_pytree(jax.grad(self.loss_fn)(p, *(() if batch is None else (batch,))))[0]
+      g = lambda x: ravel_pytree(jax.grad(lambda p: _call(self.loss_fn, p, batch))(
+          self.unravel(x)))[0]
       return jax.jvp(g, (flat,), (v.astype(flat.dtype),))[1]
 
-    return self._chunk_apply(chunk_hvp, data)
+    return _mean(chunk_hvp, data, self.data_batch, self.mesh)
 
   def loss_and_grad_fn(self, flat, data):
     """(L, ∇L) at flat, (n,) -> (scalar, (n,)). Traceable."""
     def chunk(batch):
-      f = lambda x: self.loss_fn(self.unravel(x), *(() if batch is None else (batch,)))
-      return jax.value_and_grad(f)(flat)
-    return self._chunk_apply(chunk, data)
+      return jax.value_and_grad(lambda x: _call(self.loss_fn, self.unravel(x), batch))(flat)
+    return _mean(chunk, data, self.data_batch, self.mesh)
 
   def matvec(self, v: jax.Array) -> jax.Array:
     """H·v for a flat (n,) vector (compiled once)."""

@@ -10,7 +10,7 @@ the training accuracy by at most `target` (0.1 in the paper):
     acc(θ) - E_u[acc(θ + u)] <= target.
 
 E_u is a Monte Carlo mean over `num_samples` noise draws, all evaluated in ONE batched call of
-the evaluation engine (`evaluate.point_metrics`); σ is found by bisection on log σ with the same
+the evaluation engine (`engine.evaluate_points`); σ is found by bisection on log σ with the same
 noise draws at every σ (common random numbers: the estimate is a smooth function of σ).
 
 Magnitude-aware σ' (ibid., §C "Magnitude-aware perturbation bounds"): the same search with
@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from genviz_jax import evaluate
+from genviz_jax import engine
 from genviz_jax import hessian
 
 PyTree = Any
@@ -75,13 +75,13 @@ def _noise_std(params: PyTree, sigma, magnitude_eps: float | None, mag_noise: st
 
 def gaussian_noise_delta(key: jax.Array, params: PyTree, sigma, *,
                          magnitude_eps: float | None = None, mag_noise: str = "variance",
-                         ignore_1d: bool = False) -> Callable[[jax.Array], PyTree]:
+                         ignore_1d: bool = False) -> engine.NoiseDelta:
   """delta_fn for the engine: point k = θ + std ⊙ z_k, z_k ~ N(0, I) drawn from fold_in(key, k).
 
   Args:
     key: PRNG key; noise k is a pure function of (key, k), so every σ sees the same z_k.
     params: θ (pytree).
-    sigma: σ, a scalar (may be traced).
+    sigma: σ, a scalar.
     magnitude_eps: None for plain noise N(0, σ²); ε for the magnitude-aware form.
     mag_noise: "variance" (var σ²θ_i² + ε², Jiang et al.) or "std" (std σ|θ_i| + ε).
     ignore_1d: leave 1-D parameters (biases, BatchNorm scales) unperturbed.
@@ -90,18 +90,7 @@ def gaussian_noise_delta(key: jax.Array, params: PyTree, sigma, *,
   """
   if mag_noise not in ("variance", "std"):
     raise ValueError(f"mag_noise={mag_noise!r} is not one of 'variance', 'std'")
-  std = _noise_std(params, sigma, magnitude_eps, mag_noise, ignore_1d)
-  leaves, treedef = jax.tree_util.tree_flatten(std)
-
-  def one(k):
-    kk = jax.random.fold_in(key, k)
-    return [s * jax.random.normal(jax.random.fold_in(kk, i), s.shape, s.dtype)
-            for i, s in enumerate(leaves)]
-
-  def delta_fn(idx):
-    return jax.tree_util.tree_unflatten(treedef, jax.vmap(one)(idx))
-
-  return delta_fn
+  return engine.noise_delta(key, _noise_std(params, sigma, magnitude_eps, mag_noise, ignore_1d))
 
 
 # ------------------------------------------------------------------------------ σ' search
@@ -164,7 +153,7 @@ def flatness_sigma(metric_fn: Callable, params: PyTree, data: PyTree | None = No
                    magnitude_eps: float | None = None, mag_noise: str = "variance",
                    ignore_1d: bool = False, key: jax.Array | None = None,
                    point_batch: int = 8, data_batch: int | None = None, z: float = 1.96,
-                   progress: Callable[[int, int], None] | None = None) -> FlatnessSigma:
+                   mesh=None, progress: Callable[[int, int], None] | None = None) -> FlatnessSigma:
   """PAC-Bayes flatness σ' of Jiang et al. 2019 (module docstring): bisection on log σ.
 
   Args:
@@ -181,6 +170,7 @@ def flatness_sigma(metric_fn: Callable, params: PyTree, data: PyTree | None = No
     magnitude_eps, mag_noise, ignore_1d: the noise (see gaussian_noise_delta).
     key: PRNG key (default PRNGKey(0)).
     point_batch, data_batch: the engine's chunking.
+    mesh: a jax.sharding.Mesh (engine.point_mesh()): noise samples sharded over its devices.
     z: normal quantile for `ci` (1.96: 95% per evaluated σ).
     progress: called as progress(evaluations_done, evaluations_total).
   """
@@ -199,13 +189,11 @@ def flatness_sigma(metric_fn: Callable, params: PyTree, data: PyTree | None = No
   key = jax.random.PRNGKey(0) if key is None else key
   sign = 1.0 if metric == "accuracy" else -1.0
 
-  @jax.jit
-  def values_at(sigma, params, data):
-    delta_fn = gaussian_noise_delta(key, params, sigma, magnitude_eps=magnitude_eps,
+  def values_at(sigma):
+    delta_fn = gaussian_noise_delta(key, params, jnp.float32(sigma), magnitude_eps=magnitude_eps,
                                     mag_noise=mag_noise, ignore_1d=ignore_1d)
-    out = evaluate.point_metrics(metric_fn, params, delta_fn,
-                                 jnp.arange(num_samples, dtype=jnp.int32), data,
-                                 point_batch=point_batch, data_batch=data_batch)
+    out = engine.evaluate_points(metric_fn, params, delta_fn, num_samples, data,
+                                 point_batch=point_batch, data_batch=data_batch, mesh=mesh)
     if metric not in out:
       raise ValueError(f"metric={metric!r} is not among the metrics {sorted(out)}")
     return out[metric]
@@ -214,7 +202,7 @@ def flatness_sigma(metric_fn: Callable, params: PyTree, data: PyTree | None = No
   done = [0]
 
   def evaluate_at(s: float) -> np.ndarray:
-    v = np.asarray(values_at(jnp.float32(s), params, data), np.float64)
+    v = np.asarray(values_at(s), np.float64)
     if not np.all(np.isfinite(v)):
       raise ValueError(f"metric {metric!r} is not finite under noise sigma={s:g}")
     done[0] += 1
@@ -338,7 +326,7 @@ class EpsSharpness:
 def eps_sharpness(loss_fn: Callable, params: PyTree, data: PyTree | None = None, *,
                   epsilon: float = 1e-3, num_steps: int = 20, num_random_starts: int = 2,
                   step_fraction: float | None = None, key: jax.Array | None = None,
-                  data_batch: int | None = None) -> EpsSharpness:
+                  data_batch: int | None = None, mesh=None) -> EpsSharpness:
   """Worst-case ε-sharpness by projected sign-gradient ascent in the box |δ_i| <= ε(|θ_i| + 1).
 
   Args:
@@ -352,6 +340,7 @@ def eps_sharpness(loss_fn: Callable, params: PyTree, data: PyTree | None = None,
       Madry et al.'s rule: enough to cross the box).
     key: PRNG key for the random starts (default PRNGKey(0)).
     data_batch: examples per chunk (exact full-data loss and gradient).
+    mesh: a jax.sharding.Mesh: every loss and gradient splits the examples over its devices.
   """
   epsilon = _check_positive("epsilon", epsilon)
   num_steps = _check_int("num_steps", num_steps, 1)
@@ -359,7 +348,7 @@ def eps_sharpness(loss_fn: Callable, params: PyTree, data: PyTree | None = None,
   step_fraction = 2.5 / num_steps if step_fraction is None else _check_positive(
       "step_fraction", step_fraction)
   key = jax.random.PRNGKey(0) if key is None else key
-  op = hessian.HessianOperator(loss_fn, params, data, data_batch=data_batch)
+  op = hessian.HessianOperator(loss_fn, params, data, data_batch=data_batch, mesh=mesh)
 
   def build(ops):
     theta = ops.flat

@@ -183,7 +183,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
 _SHARDED = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
-from genviz_jax import basin, data, evaluate, models
+from genviz_jax import basin, data, engine, models
 assert jax.device_count() == 4, jax.devices()
 ds = data.swiss_roll(num_train=40, num_test=8, num_poison=2)
 model = models.MLP(widths=(12, 10), num_classes=2)
@@ -192,7 +192,7 @@ fn = models.metric_fn(model)
 spec = basin.RandomDirections(jax.random.key(5), 18)
 kw = dict(threshold=0.5, relative=True, data=ds.train, two_sided=True)
 one = basin.radii(fn, params, spec, chunk_size=8, **kw)
-mesh = evaluate.point_mesh()
+mesh = engine.point_mesh()
 four = basin.radii(fn, params, spec, chunk_size=2, mesh=mesh, **kw)
 nocache = basin.radii(fn, params, spec, chunk_size=2, mesh=mesh, cache_directions=False, **kw)
 print(json.dumps({k: np.asarray(v).tolist() for k, v in
@@ -227,13 +227,13 @@ import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(f"127.0.0.1:{sys.argv[2]}", num_processes=2, process_id=int(sys.argv[1]))
 import numpy as np
-from genviz_jax import basin, data, evaluate, models
+from genviz_jax import basin, data, engine, models
 ds = data.swiss_roll(num_train=40, num_test=8, num_poison=2)
 model = models.MLP(widths=(12, 10), num_classes=2)
 params = model.init(jax.random.key(0), ds.train["x"][:1])["params"]
 res = basin.radii(models.metric_fn(model), params, basin.RandomDirections(jax.random.key(5), 18),
                   threshold=0.5, relative=True, data=ds.train, two_sided=True, chunk_size=2,
-                  mesh=evaluate.point_mesh())
+                  mesh=engine.point_mesh())
 if jax.process_index() == 0:
   print(json.dumps(np.asarray(res.radius).tolist()))
 """
