@@ -11,7 +11,6 @@ Normalizations (`norm`):
             output axis (its `filter_axis`), norms taken over all the other axes.
   "layer":  every leaf with ndim >= 2 rescaled as a whole: d <- d / ||d|| * ||θ||.
   "none":   the raw standard Gaussian.
-A zero-norm parameter filter (or leaf) gets a zero direction, never NaN.
 
 Where the output axis is (`filter_axis`, used by "filter" and by num_perturbed):
   -1 or "last"  (the default): Flax linen and nnx, haiku. Dense kernel (in, out), Conv kernel
@@ -22,9 +21,11 @@ Where the output axis is (`filter_axis`, used by "filter" and by num_perturbed):
   a pytree like params of the above, one per leaf (mixed layouts); or the tuple `filter_axes`
                 returns (hashable, so it can be a static jit argument).
 The axis only matters for leaves with ndim >= 2; 1-D and scalar leaves accept any value.
+None for a leaf (in a pytree) marks a per-unit vector stored with extra unit axes, such as an
+equinox Conv bias (out, 1, 1): it then follows the 1-D rules below, as a PyTorch bias (out,) does.
 A zero-norm parameter filter (or leaf) gets a zero direction, never NaN.
 
-1-D (and scalar) parameters: biases, BatchNorm scale and bias.
+1-D (and scalar) parameters: biases, BatchNorm scale and bias; and leaves whose filter_axis is None.
   ignore_1d=True  (Li et al.'s --xignore biasbn, the paper's setting): zero direction.
   ignore_1d=False: with "filter" or "layer" the direction is a copy of the parameter itself
             (Li et al.'s rule with --xignore off: each 1-D weight is one value per unit, and its
@@ -66,15 +67,12 @@ def _is_axis_value(a) -> bool:
 
 
 def _leaf_axis(a, path, shape) -> int | None:
-  """One leaf's output axis in [0, ndim), or None for a leaf with ndim <= 1."""
+  """One leaf's output axis in [0, ndim), or None for a per-unit vector (the 1-D rules)."""
   if not _is_axis_value(a):
     raise ValueError(f"filter_axis={a!r} for parameter {_path_str(path)} is not allowed; give "
                      f"{_AXIS_ALLOWED}")
-  if len(shape) <= 1:
+  if len(shape) <= 1 or a is None:
     return None
-  if a is None:
-    raise ValueError(f"filter_axis=None for parameter {_path_str(path)} of shape {shape}; a leaf "
-                     "with ndim >= 2 needs an int, 'first' or 'last'")
   a = FILTER_AXIS_NAMES.get(a, a) if isinstance(a, str) else int(a)
   if not -len(shape) <= a < len(shape):
     raise ValueError(f"filter_axis={a} is out of range for parameter {_path_str(path)} of shape "
@@ -92,11 +90,12 @@ def filter_axes(params: PyTree, filter_axis=-1) -> tuple[int | None, ...]:
 
   Returns:
     A tuple with one entry per leaf: the axis in [0, ndim) for leaves with ndim >= 2, None for
-    1-D and scalar leaves. Hashable; accepted back as `filter_axis`.
+    1-D and scalar leaves and for leaves given None (per-unit vectors). Hashable; accepted back
+    as `filter_axis`.
 
   Raises:
-    ValueError: an unknown name, a non-int, an axis out of range for its leaf, or a pytree unlike
-      params (the message names the leaf).
+    ValueError: an unknown name or a non-int (naming the leaf), an axis out of range for its leaf
+      (naming the leaf), or a pytree unlike params.
   """
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   per_leaf = None
@@ -106,7 +105,7 @@ def filter_axes(params: PyTree, filter_axis=-1) -> tuple[int | None, ...]:
       _is_axis_value(a) for a in filter_axis):
     per_leaf = list(filter_axis)  # the canonical form (also a pytree like a flat tuple params)
   else:
-    try:  # a pytree like params; a None entry stands for a 1-D leaf's (unused) axis
+    try:  # a pytree like params; None at a leaf marks a per-unit vector
       per_leaf = treedef.flatten_up_to(filter_axis)
     except (ValueError, TypeError):
       pass
@@ -145,9 +144,9 @@ def check_same_tree(direction: PyTree, params: PyTree, *, leading: int = 0,
 
 def _normalize_leaf(d: jax.Array, p: jax.Array, norm: str, ignore_1d: bool,
                     axis: int | None) -> jax.Array:
-  """One leaf; `axis`: its output axis in [0, ndim) (None for ndim <= 1)."""
+  """One leaf; `axis`: its output axis in [0, ndim), or None: a per-unit vector (1-D rules)."""
   p = jnp.asarray(p)
-  if p.ndim <= 1:
+  if axis is None:
     if ignore_1d:
       return jnp.zeros_like(d)
     return d if norm == "none" else jnp.broadcast_to(p, d.shape).astype(d.dtype)
@@ -237,7 +236,7 @@ def random_direction(key: jax.Array, params: PyTree, k, *, norm: str = "filter",
   for (path, p), size, axis in zip(leaves, sizes, axes):
     dtype = _leaf_dtype(path, p)
     shape = np.shape(p)
-    if len(shape) <= 1 and ignore_1d:
+    if axis is None and ignore_1d:
       out.append(jnp.zeros(shape, dtype))
     else:
       d = flat[offset:offset + size].reshape(shape).astype(dtype)
@@ -290,7 +289,7 @@ def num_perturbed(params: PyTree, ignore_1d: bool = True, *, norm: str = "filter
     a = np.asarray(p)
     if a.size == 0:
       continue
-    if a.ndim <= 1:
+    if axis is None:
       if ignore_1d:
         continue
       n += a.size if norm == "none" else int(np.count_nonzero(a))

@@ -122,7 +122,7 @@ def test_bad_input():
 
 
 def _row_norms(a):
-  """Li et al.'s per-output-channel norms for PyTorch layout (out, in, ...): one per first-axis row."""
+  """Li et al.'s per-output-channel norms, PyTorch layout (out, in, ...): one per first-axis row."""
   a = np.asarray(a, np.float64)
   return np.sqrt(np.sum(a.reshape(a.shape[0], -1) ** 2, axis=1))
 
@@ -201,7 +201,25 @@ def test_filter_axis_bad_input():
     directions.num_perturbed(params, filter_axis=True)
   with pytest.raises(ValueError, match=r"filter_axis=\{'w': 0\}"):
     directions.normalize_direction(params, params, filter_axis={"w": 0})
-  with pytest.raises(ValueError, match=r"filter_axis=None .*\['w'\]"):
-    directions.random_direction(key, params, 0, filter_axis={"w": None, "b": None})
+  with pytest.raises(ValueError, match="filter_axis=None"):
+    directions.random_direction(key, params, 0, filter_axis=None)
   with pytest.raises(ValueError, match=r"filter_axis=1.5 .*\['w'\]"):
     directions.random_direction(key, params, 0, filter_axis={"w": 1.5, "b": 0})
+
+
+def test_filter_axis_none_marks_a_per_unit_vector():
+  # An equinox Conv bias is (out, 1, 1): one value per output unit, like a PyTorch bias (out,).
+  bias = jnp.asarray([[[0.5]], [[-2.0]], [[0.0]]])
+  params = {"bias": bias, "w": jnp.ones((3, 2, 3, 3))}
+  axes = {"bias": None, "w": "first"}
+  d = directions.random_direction(jax.random.key(1), params, 0, filter_axis=axes)
+  assert d["bias"].shape == (3, 1, 1) and not np.any(np.asarray(d["bias"]))
+  keep = directions.random_direction(jax.random.key(1), params, 0, filter_axis=axes,
+                                     ignore_1d=False)
+  np.testing.assert_array_equal(keep["bias"], bias)   # Li et al.'s 1-D rule: copy the parameter
+  assert directions.num_perturbed(params, filter_axis=axes) == 54
+  assert directions.num_perturbed(params, ignore_1d=False, filter_axis=axes) == 56
+  # Given an axis instead, the (3, 1, 1) leaf is a kernel of three one-weight filters.
+  as_kernel = directions.random_direction(jax.random.key(1), params, 0, filter_axis=0)
+  np.testing.assert_allclose(np.abs(np.asarray(as_kernel["bias"])), np.abs(np.asarray(bias)),
+                             rtol=1e-6)
