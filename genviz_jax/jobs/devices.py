@@ -14,8 +14,8 @@ def point_mesh_for(config):
   if not (bool(config.get("shard", True)) and jax.local_device_count() > 1
           and jax.process_count() == 1):
     return None
-  from genviz_jax import evaluate
-  return evaluate.point_mesh()
+  from genviz_jax import engine
+  return engine.point_mesh()
 
 
 def mesh_kwargs(mesh) -> dict:
