@@ -234,7 +234,10 @@ def make_split_evaluator(model: nn.Module, batch_size: int):
   running statistics) in one compiled call (a Python loop, not lax.map: convolutions in an XLA
   CPU while loop are ~20x slower); the chunk means are weighted by their sizes and summed in
   float64 on the host, so a ragged last chunk does not bias the mean:
-      mean = Σ_c n_c · mean_c / N.
+      mean = Σ_c n_c · mean_c / N,
+  reported rounded to float32, the precision of mean_c. A split in one chunk gives mean_0
+  exactly; over several chunks each float32 mean_c carries its own rounding (an accuracy k/N
+  may come out one float32 ulp off).
   """
   batch_metrics = jax.jit(
       lambda params, model_state, batch: models_lib.metric_fn(model, model_state)(params, batch))
@@ -247,7 +250,7 @@ def make_split_evaluator(model: nn.Module, batch_size: int):
       means = jax.device_get(batch_metrics(params, model_state, chunk))
       for name, v in means.items():
         sums[name] = sums.get(name, 0.0) + float(v) * int(chunk["y"].shape[0])
-    return {name: s / n for name, s in sums.items()}
+    return {name: float(np.float32(s / n)) for name, s in sums.items()}
 
   return evaluate
 

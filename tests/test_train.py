@@ -178,3 +178,17 @@ def test_bad_names_and_sizes_in_building():
   ds = train.build_dataset(c)
   with pytest.raises(ValueError, match="no poison sampler"):
     train.make_train_step(c, train.build_model(c, ds), ds, train.make_optimizer(c))
+
+
+def test_split_evaluation_in_ragged_chunks_is_the_exact_mean():
+  c = tiny_config()
+  ds, model, _, _, state, _ = build(c)
+  split = train.dataset_split(ds, "train")  # 32 examples: chunks of 7 leave a ragged 4
+  got = train.make_split_evaluator(model, 7)(state["params"], {}, split)
+  logits = np.asarray(model.apply({"params": state["params"]}, split["x"]), np.float64)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  y = np.asarray(split["y"])
+  np.testing.assert_allclose(got["loss"], -np.mean(logp[np.arange(32), y]), rtol=1e-6)
+  np.testing.assert_allclose(got["accuracy"], np.mean(logits.argmax(-1) == y), rtol=3e-7)
+  whole = train.make_split_evaluator(model, 32)(state["params"], {}, split)  # one chunk: exact
+  assert whole["accuracy"] == np.mean(logits.argmax(-1) == y)
