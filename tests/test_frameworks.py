@@ -1,7 +1,7 @@
 """Any JAX model: landscape, basin radii, top Hessian eigenvalue and PAC-Bayes σ' on flax.nnx,
 equinox and haiku models, each checked against a reference computed here without the library.
 
-  plane / line    values equal a direct loss evaluation at θ + x·d1 + y·d2
+  plane           values equal a direct loss evaluation at θ + x·d1 + y·d2
   radii           equal a slow Python bisection (same bracketing rule) along the same directions
   top eigenvalue  equals the largest eigenvalue of the dense Hessian (jax.hessian, raveled θ)
   σ'              every Monte Carlo mean change in the search equals a direct evaluation, and the
@@ -115,6 +115,12 @@ def _at(params, *terms):
                       params, *(t[1] for t in terms))
 
 
+def _directions(case: _Case, seed: int, num: int):
+  """Directions 0..num-1 (stacked), compiled: eager generation compiles op by op."""
+  return jax.jit(lambda p: directions.random_directions(jax.random.key(seed), p, num,
+                                                        filter_axis=case.filter_axis))(case.params)
+
+
 def _loss(case: _Case, params) -> float:
   return float(case.reference_loss(params))
 
@@ -127,18 +133,14 @@ def test_equinox_and_haiku_losses_are_unhashable(case):
       hash(case.loss_fn)
 
 
-def test_plane_and_line_equal_direct_evaluation(case):
-  d = directions.random_directions(jax.random.key(1), case.params, 2, filter_axis=case.filter_axis)
+def test_plane_equals_direct_evaluation(case):
+  d = _directions(case, 1, 2)
   d1, d2 = (jax.tree.map(lambda x, i=i: x[i], d) for i in range(2))
   axis, grids = landscape.plane(case.loss_fn, case.params, d, num=3, lo=-0.5, hi=1.0,
                                 data=case.data)
   np.testing.assert_allclose(axis, [-0.5, 0.25, 1.0])
   want = np.array([[_loss(case, _at(case.params, (x, d1), (y, d2))) for y in axis] for x in axis])
   np.testing.assert_allclose(grids["loss"], want, rtol=1e-5, atol=1e-6)
-  alphas = np.array([-1.0, 0.0, 0.7])
-  out = landscape.line(case.loss_fn, case.params, d2, alphas, data=case.data)
-  np.testing.assert_allclose(out["loss"], [_loss(case, _at(case.params, (a, d2))) for a in alphas],
-                             rtol=1e-5, atol=1e-6)
 
 
 def _slow_radius(case: _Case, direction, tau: float, r_init: float, r_max: float,
@@ -160,7 +162,7 @@ def _slow_radius(case: _Case, direction, tau: float, r_init: float, r_max: float
 
 def test_radii_equal_slow_bisection(case):
   k = 3
-  d = directions.random_directions(jax.random.key(2), case.params, k, filter_axis=case.filter_axis)
+  d = _directions(case, 2, k)
   rtol = 1e-3
   res = basin.radii(case.loss_fn, case.params, d, threshold=0.25, relative=True, data=case.data,
                     r_init=0.125, r_max=16.0, rtol=rtol, chunk_size=4)
@@ -189,17 +191,21 @@ def test_sigma_prime_search_equals_direct_noise_evaluation(case):
   base = _loss(case, case.params)
   np.testing.assert_allclose(res.base, base, rtol=1e-5)
 
+  noise_at = jax.jit(lambda s: sharpness.gaussian_noise_delta(key, case.params, s)(
+      jnp.arange(num)))
+
   def direct_change(s):
-    noise = sharpness.gaussian_noise_delta(key, case.params, s)(jnp.arange(num))
+    noise = noise_at(s)
     return np.mean([_loss(case, _at(case.params, (1.0, jax.tree.map(lambda z, i=i: z[i], noise))))
                     for i in range(num)]) - base
 
   assert len(res.history) == 2 + 3
+  direct = {s: direct_change(s) for s, _, _ in res.history}
   for s, mean_change, _ in res.history:
-    np.testing.assert_allclose(mean_change, direct_change(s), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mean_change, direct[s], rtol=1e-4, atol=1e-5)
   assert res.censored == ""
-  lo, hi = res.bracket
-  assert direct_change(lo) <= target < direct_change(hi)
+  lo, hi = res.bracket   # both evaluated in the search
+  assert direct[lo] <= target < direct[hi]
   assert lo < res.sigma < hi
 
 
@@ -219,21 +225,21 @@ def test_equinox_filter_normalization_is_per_output_channel():
   # The README recipe: weights "first", biases None (the 1-D rules: ignored by default).
   axes = jax.tree_util.tree_map_with_path(
       lambda path, p: None if path[-1].name == "bias" else "first", params)
-  d = directions.random_direction(jax.random.key(6), params, 0, filter_axis=axes)
+  d = jax.jit(lambda p: directions.random_direction(jax.random.key(6), p, 0, filter_axis=axes))(
+      params)
   np.testing.assert_allclose(_row_norms(d[0].weight), _row_norms(conv_w), rtol=1e-5)
   np.testing.assert_allclose(_row_norms(d[1].weight), _row_norms(lin_w), rtol=1e-5)
   assert not np.any(np.asarray(d[0].bias)) and not np.any(np.asarray(d[1].bias))
   assert directions.num_perturbed(params, filter_axis=axes) == conv_w.size + lin_w.size
   # The Flax default normalizes the last axis instead: wrong rows for this layout.
-  flax_rule = directions.random_direction(jax.random.key(6), params, 0)
+  flax_rule = jax.jit(lambda p: directions.random_direction(jax.random.key(6), p, 0))(params)
   assert not np.allclose(_row_norms(flax_rule[1].weight), _row_norms(lin_w), rtol=1e-2)
 
 
 def test_random_directions_in_radii_take_filter_axis():
   case = _equinox_case()
-  key = jax.random.key(7)
-  spec = basin.RandomDirections(key, 2, filter_axis=case.filter_axis)
-  stacked = directions.random_directions(key, case.params, 2, filter_axis=case.filter_axis)
+  spec = basin.RandomDirections(jax.random.key(7), 2, filter_axis=case.filter_axis)
+  stacked = _directions(case, 7, 2)
   kwargs = dict(threshold=0.25, relative=True, rtol=1e-3, chunk_size=2)
   got = basin.radii(case.loss_fn, case.params, spec, **kwargs)
   want = basin.radii(case.loss_fn, case.params, stacked, **kwargs)
