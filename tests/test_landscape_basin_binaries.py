@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _train(path, seed):
-  from experiments.configs import swissroll
+  from genviz_jax.configs import swissroll
   from genviz_jax import train
   c = swissroll.get_config("quick")
   c.num_steps = 200

@@ -1,4 +1,5 @@
-"""experiments.sharpness end to end on a tiny trained swiss-roll workdir (seconds, not minutes)."""
+"""The sharpness job (genviz_jax.jobs.sharpness, run by experiments.sharpness) on a tiny trained
+swiss-roll workdir (seconds, not minutes)."""
 
 import json
 import os
@@ -12,9 +13,10 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from experiments import common
-from experiments import sharpness as binary
-from experiments.configs import sharpness as sharpness_config
-from experiments.configs import swissroll as swissroll_config
+from genviz_jax import files
+from genviz_jax.configs import sharpness as sharpness_config
+from genviz_jax.configs import swissroll as swissroll_config
+from genviz_jax.jobs import sharpness as binary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,7 +67,7 @@ def test_binary_writes_every_measure_and_leaves_trainer_files_alone(tiny_workdir
     assert os.path.getsize(os.path.join(out, name)) > 0, name
   with open(os.path.join(out, "sharpness.json")) as f:
     js = json.load(f)
-  assert js == json.loads(json.dumps(s, default=common._json_default))
+  assert js == json.loads(json.dumps(s, default=files._json_default))
   for key in ("hessian.top_eigenvalue", "hessian.trace", "pacbayes.flatness",
               "pacbayes.mag.flatness", "pacbayes.orig", "pacbayes.init", "pacbayes.mag.orig",
               "pacbayes.mag.init", "eps_sharpness.0.001"):
