@@ -94,15 +94,15 @@ def surface(loss_fn: Callable, params: PyTree, directions, coords, *, data: PyTr
                                 progress=on_chunk)
 
 
-@functools.partial(jax.jit, static_argnames=("num", "norm", "ignore_1d"))
-def _random_basis(key, params, start, *, num, norm, ignore_1d):
+@functools.partial(jax.jit, static_argnames=("num", "norm", "ignore_1d", "filter_axis"))
+def _random_basis(key, params, start, *, num, norm, ignore_1d, filter_axis):
   ks = jnp.arange(num, dtype=jnp.int32) + start
-  return jax.vmap(lambda k: directions_lib.random_direction(key, params, k, norm=norm,
-                                                            ignore_1d=ignore_1d))(ks)
+  return jax.vmap(lambda k: directions_lib.random_direction(
+      key, params, k, norm=norm, ignore_1d=ignore_1d, filter_axis=filter_axis))(ks)
 
 
 def random_basis(key: jax.Array, params: PyTree, num: int, *, norm: str = "filter",
-                 ignore_1d: bool = True, start: int = 0) -> PyTree:
+                 ignore_1d: bool = True, start: int = 0, filter_axis=-1) -> PyTree:
   """Directions start .. start+num-1 stacked (leaves (num, ...)), compiled once per shape.
 
   The same values as directions.random_directions (direction k = random_direction(key, params,
@@ -114,7 +114,8 @@ def random_basis(key: jax.Array, params: PyTree, num: int, *, norm: str = "filte
   if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
     raise ValueError(f"start={start!r} must be an integer >= 0")
   return _random_basis(key, params, jnp.int32(start), num=int(num), norm=norm,
-                       ignore_1d=bool(ignore_1d))
+                       ignore_1d=bool(ignore_1d),
+                       filter_axis=directions_lib.filter_axes(params, filter_axis))
 
 
 def line(loss_fn: Callable, params: PyTree, direction: PyTree, alphas, **kwargs):

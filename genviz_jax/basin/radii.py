@@ -165,7 +165,7 @@ class _Sweep:
   num: int
   dim: int
   measure: str
-  spec: tuple | None          # (norm, ignore_1d) of generated directions; None for given ones
+  spec: tuple | None          # (norm, ignore_1d, filter_axes) of generated directions, or None
   material: Any               # (key, preconditioner) or the stacked given directions
 
 
@@ -179,10 +179,11 @@ def _sweep_of(directions, params) -> _Sweep:
         raise ValueError(f"a preconditioner needs norm='none' (got norm={spec.norm!r}): it "
                          "replaces the normalization")
       _check_preconditioner(spec.preconditioner, params, spec.ignore_1d)
-    dim = directions_lib.num_perturbed(params, spec.ignore_1d, norm=spec.norm)
+    axes = directions_lib.filter_axes(params, spec.filter_axis)
+    dim = directions_lib.num_perturbed(params, spec.ignore_1d, norm=spec.norm, filter_axis=axes)
     measure = {"none": "isotropic", "filter": "filter-normalized",
                "layer": "layer-normalized"}[spec.norm]
-    return _Sweep(num, dim, measure, (spec.norm, bool(spec.ignore_1d)),
+    return _Sweep(num, dim, measure, (spec.norm, bool(spec.ignore_1d), axes),
                   (spec.key, spec.preconditioner))
   leaves = jax.tree.leaves(directions)
   if not leaves:
@@ -194,12 +195,22 @@ def _sweep_of(directions, params) -> _Sweep:
   return _Sweep(num, dim, "given-directions", None, jax.tree.map(jnp.asarray, directions))
 
 
+def _spec_json(spec, params) -> dict:
+  """The sweep's direction settings for its fingerprint (filter_axis only when not the default,
+  so sweeps stored before it existed still resume)."""
+  out = dict(norm=spec[0], ignore_1d=spec[1])
+  if spec[2] != directions_lib.filter_axes(params):
+    out["filter_axis"] = list(spec[2])
+  return out
+
+
 def _direction(spec, material, params, k):
   """Direction k (pytree like params) and ||g_k|| of the Gaussian before preconditioning."""
   if spec is None:
     return jax.tree.map(lambda x: x[k], material), jnp.zeros((), jnp.float32)
   key, precond = material
-  d = directions_lib.random_direction(key, params, k, norm=spec[0], ignore_1d=spec[1])
+  d = directions_lib.random_direction(key, params, k, norm=spec[0], ignore_1d=spec[1],
+                                     filter_axis=spec[2])
   if precond is None:
     return d, jnp.zeros((), jnp.float32)
   return jax.tree.map(lambda a, p: a * p.astype(a.dtype), d, precond), trees.tree_norm(d)
@@ -356,7 +367,7 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
   if store is not None:
     store.bind(fingerprint(
         params=params, data=data, directions=sweep.material, num=sweep.num,
-        spec=None if sweep.spec is None else dict(norm=sweep.spec[0], ignore_1d=sweep.spec[1]),
+        spec=None if sweep.spec is None else _spec_json(sweep.spec, params),
         threshold=tau, metric=metric, crossing=crossing, r_init=r_init, r_max=r_max, rtol=rtol,
         max_iter=max_iter, two_sided=bool(two_sided), step=step, point_batch=point_batch,
         data_batch=data_batch))

@@ -33,12 +33,15 @@ class RandomDirections:
   `preconditioner` (a pytree like params, positive, Σ log P = 0 over the perturbed coordinates; see
   `diagonal_preconditioner`) direction k is P ⊙ g_k with g_k the un-normalized Gaussian
   (norm must be "none"), and volumes get the exact importance weight (module docstring).
+  `filter_axis`: each leaf's output axis (directions.filter_axes): -1 / "last" for Flax and
+  haiku, 0 / "first" for equinox and PyTorch layouts, or a pytree like params.
   """
   key: jax.Array
   num: int
   norm: str = "filter"
   ignore_1d: bool = True
   preconditioner: PyTree | None = None
+  filter_axis: Any = -1
 
 
 def diagonal_preconditioner(second_moment: PyTree, params: PyTree, *, ignore_1d: bool = True,

@@ -55,11 +55,13 @@ class DirectionDelta:
   offset: jax.Array
   norm: str = dataclasses.field(default="filter", metadata={"static": True})
   ignore_1d: bool = dataclasses.field(default=True, metadata={"static": True})
+  filter_axis: tuple = dataclasses.field(default=-1, metadata={"static": True})
 
   def __call__(self, idx):
     r = _per_point(self.radii, idx)
     d = jax.vmap(lambda k: directions_lib.random_direction(
-        self.key, self.params, k, norm=self.norm, ignore_1d=self.ignore_1d))(idx + self.offset)
+        self.key, self.params, k, norm=self.norm, ignore_1d=self.ignore_1d,
+        filter_axis=self.filter_axis))(idx + self.offset)
     return scale_rows(d, r)
 
 
@@ -112,18 +114,19 @@ def basis_delta(basis: PyTree, coeffs) -> BasisDelta:
 
 
 def direction_delta(key: jax.Array, params: PyTree, radii, *, norm: str = "filter",
-                    ignore_1d: bool = True, offset=0) -> DirectionDelta:
+                    ignore_1d: bool = True, offset=0, filter_axis=-1) -> DirectionDelta:
   """δ_k = radii[k] · random_direction(key, params, offset + k): basin-style points.
 
   Directions are regenerated from (key, k) inside the compiled call, so K directions are never
   held in memory. radii: a scalar or (K,), indexed by point id (may be traced); offset: the
-  direction number of point id 0 (may be traced).
+  direction number of point id 0 (may be traced); filter_axis: as for directions.filter_axes.
   """
   directions_lib._check_norm(norm)
   radii = jnp.asarray(radii)
   if radii.ndim > 1:
     raise ValueError(f"radii have shape {radii.shape}; need a scalar or (K,)")
-  return DirectionDelta(key, params, radii, jnp.asarray(offset, jnp.int32), norm, bool(ignore_1d))
+  return DirectionDelta(key, params, radii, jnp.asarray(offset, jnp.int32), norm, bool(ignore_1d),
+                        directions_lib.filter_axes(params, filter_axis))
 
 
 def stacked_delta(stacked: PyTree, scales=None) -> StackedDelta:
