@@ -157,9 +157,24 @@ def _load_config(path, variant):
   return mod.get_config(variant)
 
 
+def test_train_job_draws_the_boundary_of_2d_runs_once(tmp_path):
+  from genviz_jax.configs import swissroll
+  from genviz_jax.jobs import train as train_job
+  c = swissroll.get_config("quick")
+  c.num_steps, c.lr_boundaries = 200, ()
+  c.log_every = c.eval_every = c.checkpoint_every = 100
+  s = train_job.run(c, str(tmp_path))
+  png = tmp_path / "decision_boundary.png"
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  before = listing(str(tmp_path))
+  assert train_job.run(c, str(tmp_path)) == s  # finished: nothing retrained or redrawn
+  assert listing(str(tmp_path)) == before
+
+
 def test_digits_poisoned_quick_trains_with_fixed_poison_minibatches(tmp_path):
+  from genviz_jax.jobs import train as train_job
   c = _load_config("experiments/configs/digits.py", "poisoned_quick")
-  s = train.train_and_evaluate(c, str(tmp_path))
+  s = train_job.run(c, str(tmp_path))
   assert s["steps"] == 40 and s["poison_factor"] == 0.5
   assert 0 <= s["test_accuracy"] <= 1 and np.isfinite(s["train_loss"])
   assert not os.path.exists(tmp_path / "decision_boundary.png")  # not 2-D data
