@@ -1,7 +1,5 @@
 """Hessian module against independent values: analytic quadratics, finite differences, dense Hessian."""
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,27 +139,24 @@ def _compare_with_dense(widths, k, num_steps, seed=0):
     for _ in range(20):
       params = step(params)
     flat, unravel = ravel_pytree(params)
-    t0 = time.time()
     op = hessian.HessianOperator(loss_fn, params, data, data_batch=128)
     res = hessian.top_eigenpairs(op, k=k, num_steps=num_steps, key=jax.random.PRNGKey(seed))
-    t_lanczos = time.time() - t0
     dense = jax.jit(jax.hessian(lambda t: loss_fn(unravel(t), data)["loss"]))(flat)
     exact = np.linalg.eigvalsh(np.asarray(dense))[::-1][:k]
   np.testing.assert_allclose(res.eigenvalues, exact, rtol=1e-4)
-  return flat.shape[0], t_lanczos
+  return flat.shape[0]
 
 
 def test_small_mlp_top_eigenvalues_match_dense_hessian():
-  n, _ = _compare_with_dense([12, 10], k=3, num_steps=40)
+  n = _compare_with_dense([12, 10], k=3, num_steps=40)
   assert n == 2 * 12 + 12 + 12 * 10 + 10 + 10 * 2 + 2
 
 
 @pytest.mark.slow
 def test_swissroll_mlp_top_eigenvalues_match_dense_hessian():
   """The paper's 3646-parameter MLP: Lanczos vs eigvalsh of the dense jax.hessian (~1 min)."""
-  n, t_lanczos = _compare_with_dense([23, 16, 26, 32, 28, 31], k=5, num_steps=80)
+  n = _compare_with_dense([23, 16, 26, 32, 28, 31], k=5, num_steps=80)
   assert n == 3646
-  assert t_lanczos < 60, t_lanczos
 
 
 def test_bad_input_is_a_clear_error():
