@@ -34,13 +34,22 @@ def test_unit_ball_in_two_and_three_dimensions():
       4 / 3 * math.pi * 8)
 
 
-def test_ess_and_max_share_of_one_dominant_sample():
-  # n log r: one sample far above the rest carries all the weight.
-  r = np.array([1.0, 1.0, 1.0, 2.0])
-  est = basin.log_volume(r, 100, num_bootstrap=0)
-  w = r ** 100
-  assert est.effective_sample_size == pytest.approx(w.sum() ** 2 / (w ** 2).sum(), rel=1e-9)
-  assert est.max_share == pytest.approx(w.max() / w.sum(), rel=1e-9)
+def test_ess_and_max_share_limit_cases():
+  # n log r: with n = 100 a radius of 2 outweighs a radius of 1 by 2^100, so one sample carries
+  # all the weight: ESS -> 1 and max_share -> 1 (the other three contribute ~3·2^-100).
+  est = basin.log_volume(np.array([1.0, 1.0, 1.0, 2.0]), 100, num_bootstrap=0)
+  assert est.effective_sample_size == pytest.approx(1.0, abs=1e-12)
+  assert est.max_share == pytest.approx(1.0, abs=1e-12)
+  # Equal radii: every sample counts fully, whatever n (the log-space arithmetic rounds at about
+  # eps·n·|log r|, ~5e-11 relative for n = 10^6).
+  for k, n in [(1, 7), (5, 3), (37, 10**6)]:
+    est = basin.log_volume(np.full(k, 0.8), n, num_bootstrap=0)
+    assert est.effective_sample_size == pytest.approx(k, rel=1e-9)
+    assert est.max_share == pytest.approx(1 / k, rel=1e-9)
+  # Two equal dominant samples share the weight: ESS -> 2, max_share -> 1/2.
+  est = basin.log_volume(np.array([1.0, 2.0, 1.0, 2.0, 1.0]), 100, num_bootstrap=0)
+  assert est.effective_sample_size == pytest.approx(2.0, abs=1e-12)
+  assert est.max_share == pytest.approx(0.5, abs=1e-12)
 
 
 def _quadratic(h):
@@ -88,13 +97,33 @@ def test_preconditioned_directions_get_the_exact_weight():
 
 
 def test_two_sided_rows_are_resampled_together_and_censored_counted():
+  # Rows (a, b) and (b, a) all have the same mean of r^n, so resampling whole rows can only ever
+  # produce that same mean: the bootstrap interval has zero width. Resampling single radii (or
+  # rows that pair a with a and b with b) draws different means, and the interval opens up.
+  a, b, n = 0.7, 1.3, 5
+  paired = np.array([[a, b], [b, a]] * 10)
+  est = basin.log_volume(paired, n, num_bootstrap=300)
+  assert est.num_samples == 40
+  assert est.ci[0] == pytest.approx(est.log_volume, rel=1e-12, abs=1e-12)
+  assert est.ci[1] == pytest.approx(est.log_volume, rel=1e-12, abs=1e-12)
+  same_values = [basin.log_volume(np.array([[a, a], [b, b]] * 10), n, num_bootstrap=300),
+                 basin.log_volume(paired.ravel(), n, num_bootstrap=300)]
+  for other in same_values:
+    # The point estimate does not depend on the pairing, only the interval does.
+    assert other.log_volume == pytest.approx(est.log_volume, rel=1e-12)
+    assert other.ci[1] - other.ci[0] > 0.1
+  # Limit case: equal radii along ±d are a ball of that radius.
+  ball = basin.log_volume(np.full((6, 2), 0.37), n, num_bootstrap=50)
+  assert ball.log_volume == pytest.approx(_log_ball(n) + n * math.log(0.37), rel=1e-12)
+  # Censored radii are counted and kept; the estimate becomes a lower bound.
   r = np.array([[1.0, 2.0], [1.5, 1.5], [0.5, 3.0]])
   cens = np.array([[False, True], [False, False], [False, False]])
   est = basin.log_volume(r, 3, censored=cens, num_bootstrap=200)
   assert est.num_samples == 6 and est.num_censored == 1
-  want = _log_ball(3) + math.log(np.mean(r ** 3))
-  assert est.log_volume == pytest.approx(want, rel=1e-12)
+  assert est.log_volume == pytest.approx(basin.log_volume(r, 3, num_bootstrap=0).log_volume,
+                                         rel=1e-12)
   assert est.to_json()["lower_bound"] is True
+  assert basin.log_volume(r, 3, num_bootstrap=0).to_json()["lower_bound"] is False
 
 
 @pytest.mark.parametrize("radii,dim,match", [
