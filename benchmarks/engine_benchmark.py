@@ -2,7 +2,8 @@
 
 Prints, for (a) the paper's swiss-roll MLP 2->[23,16,26,32,28,31]->2 on its 200 training points
 and (b) a 2->512->512->2 MLP on 10,000 points: parameter points per second and model FLOP/s of
-the engine (plan from the memory budget, and calibrated) next to a plain Python loop of one
+the engine (engine.evaluate_points as a user calls it, at several point batches, and sharded
+over host devices) next to a plain Python loop of one
 jitted evaluation per point (what peer toolkits do), the machine's float32 GEMM FLOP/s, and the
 GEMM-relative figure; then the wall time (compile included) of a 10,000-direction evaluation
 (fresh filter-normalized directions, one radius each) and of a 51x51 surface on (a).
@@ -42,7 +43,8 @@ def _parse(argv):
   p.add_argument("--grid", type=int, default=51, help="surface grid side on case a (0: skip)")
   p.add_argument("--gemm", type=int, default=0, help="GEMM size (0: 2048 on CPU, 8192 else)")
   p.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
-  p.add_argument("--calibrate", type=int, default=1, help="also time a calibrated plan (0/1)")
+  p.add_argument("--point_batches", default="1,4,8,16",
+                 help="comma list of engine point_batch values to time")
   p.add_argument("--host_devices", type=int, default=0,
                  help="CPU only: split the host into this many XLA devices and also time the "
                       "engine sharded over them (0: one per core; 1: off)")
@@ -58,6 +60,12 @@ def _parse(argv):
   if not cases or any(c not in ("a", "b") for c in cases):
     p.error(f"--cases={args.cases!r} must be a comma list of a, b")
   args.cases = cases
+  try:
+    args.point_batches = [int(v) for v in args.point_batches.split(",") if v]
+  except ValueError:
+    p.error(f"--point_batches={args.point_batches!r} must be a comma list of positive integers")
+  if not args.point_batches or min(args.point_batches) <= 0:
+    p.error(f"--point_batches={args.point_batches!r} must be a comma list of positive integers")
   return args
 
 
@@ -92,18 +100,18 @@ def _case(name, widths, data, points, loop_points, args, gemm):
   import jax.numpy as jnp
   import numpy as np
 
-  from genviz_jax import directions, evaluate, models
+  from genviz_jax import directions, engine, models, trees
 
   model = models.MLP(widths=tuple(widths), num_classes=2)
   params = model.init(jax.random.key(0), jnp.ones((1, 2)))["params"]
   fn = models.metric_fn(model)
   basis = directions.random_directions(jax.random.key(1), params, 2)
   coeffs = jax.random.uniform(jax.random.key(2), (points, 2), minval=-1.0, maxval=1.0)
-  cost = evaluate.probe_cost(fn, params, data)
-  flops = cost.flops_fixed + evaluate.data_size(data) * cost.flops_per_example
-  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  ca = jax.jit(fn).lower(params, data).compile().cost_analysis()
+  flops = float((ca[0] if isinstance(ca, (list, tuple)) else ca)["flops"])
+  n_params = trees.num_params(params)
   print(f"\n({name}) MLP 2->{list(widths)}->2, {n_params} parameters, "
-        f"{evaluate.data_size(data)} examples, {flops / 1e6:.2f} MFLOP per point")
+        f"{engine.data_size(data)} examples, {flops / 1e6:.2f} MFLOP per point")
 
   # Plain loop: one jitted evaluation per point, θ + Σ α_i d_i formed inside the jit.
   @jax.jit
@@ -113,23 +121,18 @@ def _case(name, widths, data, points, loop_points, args, gemm):
 
   loop_rows = list(coeffs[:loop_points])  # device arrays, sliced before timing
   methods = [("python loop of jit(eval)", loop_points, lambda: [one(c) for c in loop_rows], None)]
-  delta = evaluate.basis_delta_fn(basis, coeffs)
-  plans = [("engine, budget plan", evaluate.plan_batches(fn, params, data, cost=cost))]
-  if args.calibrate:
-    plans.append(("engine, calibrated", evaluate.calibrate_batches(fn, params, delta, data)))
-  meshes = [None] * len(plans)
+  delta = engine.basis_delta(basis, coeffs)
+  settings = [(f"engine.evaluate_points, point_batch={pb}", pb, None)
+              for pb in args.point_batches]
   cpus = [d for d in jax.devices() if d.platform == "cpu"]
   if jax.devices()[0].platform == "cpu" and len(cpus) > 1:
-    plans.append((f"engine, points over {len(cpus)} host devices", plans[0][1]))
-    meshes.append(evaluate.point_mesh(cpus))
-  for (label, plan), mesh in zip(plans, meshes):
-    f, fargs = evaluate._metrics_runner(fn, params, delta, data, plan, mesh, "points", None)
-    unit = plan.point_batch * (1 if mesh is None else mesh.size)
-    chunk = evaluate._chunk_points(points, unit, None, points)
-    run = functools.partial(evaluate._run_chunk, fargs, jnp.int32(0), jnp.int32(points - 1),
-                            f=f, chunk=chunk, mesh=None, point_axis="points")
-    methods.append((f"{label} (point_batch={plan.point_batch}, data_batch={plan.data_batch})",
-                    points, run, (plan, mesh)))
+    settings.append((f"engine, points over {len(cpus)} host devices, point_batch=8", 8,
+                     engine.point_mesh(cpus)))
+  for label, pb, mesh in settings:
+    # As a user calls it: the whole table in one call, results copied to the host.
+    run = functools.partial(engine.evaluate_points, fn, params, delta, points, data,
+                            point_batch=pb, chunk_size=points, mesh=mesh)
+    methods.append((label, points, run, (pb, mesh)))
   # Interleaved repeats, best of each: neighbours' load hits every method, GEMM included, alike.
   gemm_run, gemm_ops = gemm
   methods.append(("float32 GEMM", 1, gemm_run, None))
@@ -152,8 +155,8 @@ def _case(name, widths, data, points, loop_points, args, gemm):
   for label, rate, _ in rows:
     print(f"  {label:66s} {rate:10.1f} {rate * flops / 1e9:8.2f} {rate * flops / gemm:6.3f} "
           f"{rate / loop_rate:6.2f}")
-  plan, mesh = max(rows[1:], key=lambda r: r[1])[2]
-  return params, fn, plan, mesh
+  point_batch, mesh = max(rows[1:], key=lambda r: r[1])[2]
+  return params, fn, point_batch, mesh
 
 
 def main(argv=None):
@@ -172,7 +175,7 @@ def main(argv=None):
   import numpy as np
 
   from genviz_jax import data as data_lib
-  from genviz_jax import directions, evaluate
+  from genviz_jax import directions, engine
 
   dev = jax.devices()[0]
   jax.config.update("jax_default_device", dev)
@@ -190,28 +193,26 @@ def main(argv=None):
 
   train = {k: jnp.asarray(v) for k, v in data_lib.swiss_roll().train.items()}
   if "a" in args.cases:
-    params, fn, plan, mesh = _case("a", (23, 16, 26, 32, 28, 31), train, args.points_a,
+    params, fn, point_batch, mesh = _case("a", (23, 16, 26, 32, 28, 31), train, args.points_a,
                                 args.loop_points_a, args, gemm)
     if args.directions:
       radii = jnp.linspace(0.0, 1.0, args.directions)
       t0 = time.perf_counter()
-      out = evaluate.evaluate_points(
-          fn, params, evaluate.direction_delta_fn(jax.random.key(3), params, radii),
-          args.directions, train, point_batch=plan.point_batch, data_batch=plan.data_batch,
-          mesh=mesh)
+      out = engine.evaluate_points(
+          fn, params, engine.direction_delta(jax.random.key(3), params, radii),
+          args.directions, train, point_batch=point_batch, mesh=mesh)
       t1 = time.perf_counter() - t0
       where = "one device" if mesh is None else f"{mesh.size} devices"
       print(f"  {args.directions} directions (fresh filter-normalized direction and one radius "
-            f"each, best plan, {where}), compile included: {t1:.2f} s ({args.directions / t1:.0f} directions/s)")
+            f"each, best setting, {where}), compile included: {t1:.2f} s ({args.directions / t1:.0f} directions/s)")
     if args.grid:
       g = np.linspace(-1.0, 1.0, args.grid, dtype=np.float32)
       coords = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
       basis = directions.random_directions(jax.random.key(4), params, 2)
       t0 = time.perf_counter()
-      out = evaluate.evaluate_points(fn, params, evaluate.basis_delta_fn(basis, coords),
-                                     len(coords), train, point_batch=plan.point_batch,
-                                     data_batch=plan.data_batch, mesh=mesh)
-      print(f"  {args.grid}x{args.grid} surface (best plan), compile included: "
+      out = engine.evaluate_points(fn, params, engine.basis_delta(basis, coords),
+                                   len(coords), train, point_batch=point_batch, mesh=mesh)
+      print(f"  {args.grid}x{args.grid} surface (best setting), compile included: "
             f"{time.perf_counter() - t0:.2f} s (loss range {out['loss'].min():.3f} .. "
             f"{out['loss'].max():.3f})")
   if "b" in args.cases:

@@ -270,3 +270,14 @@ def test_bound_methods_share_one_compiled_function():
     engine.evaluate_points(m.loss, params, engine.basis_delta(basis, c), 2, {"x": x})
   assert m.calls == 1
   assert cache.num_entries() >= 1
+
+
+def test_flat_public_api():
+  import genviz_jax as gv
+  for name in ("basin.radii", "basin.log_volume", "landscape.plane", "landscape.surface",
+               "hessian.top_eigenpairs", "sharpness.flatness_sigma", "engine.evaluate_points",
+               "directions.random_directions"):
+    mod, fn = name.split(".")
+    assert callable(getattr(getattr(gv, mod), fn)), name
+  with pytest.raises(AttributeError, match="no_such"):
+    gv.no_such  # noqa: B018
