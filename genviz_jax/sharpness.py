@@ -147,6 +147,31 @@ def _check_int(name: str, value, lo: int) -> int:
   return int(value)
 
 
+def _bisect_log_sigma(change: Callable[[float], float], target: float, sigma_min: float,
+                      sigma_max: float, num_bisection: int) -> tuple[float, tuple, str]:
+  """(σ', (lo, hi), censored) by bisection on log σ of change(σ) <= target (module docstring)."""
+  if change(sigma_max) <= target:
+    return sigma_max, (sigma_max, math.inf), "above"
+  if change(sigma_min) > target:
+    return sigma_min, (0.0, sigma_min), "below"
+  lo, hi = sigma_min, sigma_max
+  for _ in range(num_bisection):
+    mid = math.sqrt(lo * hi)
+    if change(mid) > target:
+      hi = mid
+    else:
+      lo = mid
+  return math.sqrt(lo * hi), (lo, hi), ""
+
+
+def _mc_interval(history: list, target: float, z: float) -> tuple[float, float]:
+  """(largest σ whose change is <= target even at +z·stderr, smallest σ whose change is > target
+  even at -z·stderr); nan where no evaluated σ qualifies."""
+  ok = [s for s, c, se in history if c + z * se <= target]
+  bad = [s for s, c, se in history if c - z * se > target]
+  return (max(ok) if ok else math.nan, min(bad) if bad else math.nan)
+
+
 def flatness_sigma(metric_fn: Callable, params: PyTree, data: PyTree | None = None, *,
                    target: float = 0.1, metric: str = "accuracy", sigma_min: float = 1e-4,
                    sigma_max: float = 1.0, num_bisection: int = 12, num_samples: int = 64,
@@ -219,29 +244,9 @@ def flatness_sigma(metric_fn: Callable, params: PyTree, data: PyTree | None = No
     history.append((s, float(c.mean()), float(c.std(ddof=1) / np.sqrt(len(c)))))
     return history[-1][1]
 
-  censored = ""
-  if change(sigma_max) <= target:
-    censored, lo, hi = "above", sigma_max, math.inf
-  elif change(sigma_min) > target:
-    censored, lo, hi = "below", 0.0, sigma_min
-  else:
-    lo, hi = sigma_min, sigma_max
-    for _ in range(num_bisection):
-      mid = math.sqrt(lo * hi)
-      if change(mid) > target:
-        hi = mid
-      else:
-        lo = mid
-  if censored == "above":
-    sigma = sigma_max
-  elif censored == "below":
-    sigma = sigma_min
-  else:
-    sigma = math.sqrt(lo * hi)
-  ok = [s for s, c, se in history if c + z * se <= target]
-  bad = [s for s, c, se in history if c - z * se > target]
-  ci = (max(ok) if ok else math.nan, min(bad) if bad else math.nan)
-  return FlatnessSigma(sigma=sigma, bracket=(lo, hi), ci=ci, censored=censored, base=base,
+  sigma, (lo, hi), censored = _bisect_log_sigma(change, target, sigma_min, sigma_max,
+                                                 num_bisection)
+  return FlatnessSigma(sigma=sigma, bracket=(lo, hi), ci=_mc_interval(history, target, z), censored=censored, base=base,
                        target=target, metric=metric, num_samples=num_samples,
                        magnitude_eps=magnitude_eps, mag_noise=mag_noise, history=history)
 
