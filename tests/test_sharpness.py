@@ -79,22 +79,48 @@ def test_flatness_sigma_flags_censoring_and_loss_metric():
   assert res.sigma == pytest.approx(0.1, rel=0.01)
 
 
-def test_pacbayes_measures_by_hand():
+def test_pacbayes_measures_properties():
+  # ||w||² = 25 and ||w - w0||² = 1 over the kernel; the biases (7, 7) vs (1, 1) add 98 and 72.
   params = {"Dense_0": {"kernel": jnp.array([[3.0, 4.0]]), "bias": jnp.array([7.0, 7.0])}}
-  init = {"Dense_0": {"kernel": jnp.array([[3.0, 3.0]]), "bias": jnp.zeros(2)}}
+  init = {"Dense_0": {"kernel": jnp.array([[3.0, 3.0]]), "bias": jnp.array([1.0, 1.0])}}
   m, s = 100, 0.5
   out = sharpness.pacbayes_measures(params, m, sigma=s, mag_sigma=0.2, init_params=init,
                                     magnitude_eps=0.1)
-  assert out["pacbayes.orig"] == pytest.approx(25 / (4 * 0.25) + math.log(200) + 10)
-  assert out["pacbayes.init"] == pytest.approx(1 / (4 * 0.25) + math.log(200) + 10)
-  assert out["pacbayes.flatness"] == pytest.approx(4.0)
-  assert out["pacbayes.mag.flatness"] == pytest.approx(25.0)
-  num = 0.01 + (0.04 + 1) * 25 / 2
-  expect = 0.25 * (math.log(num / (0.01 + 0.04 * 9)) + math.log(num / (0.01 + 0.04 * 16)))
-  assert out["pacbayes.mag.orig"] == pytest.approx(expect + math.log(100 / 0.2) + 10)
-  num = 0.01 + 1.04 * 1 / 2
-  expect = 0.25 * (math.log(num / 0.01) + math.log(num / (0.01 + 0.04)))
-  assert out["pacbayes.mag.init"] == pytest.approx(expect + math.log(100 / 0.2) + 10)
+  # (53), (61): the flatness measures are 1/σ'² by definition.
+  assert out["pacbayes.flatness"] == 4.0
+  assert out["pacbayes.mag.flatness"] == pytest.approx(25.0, rel=1e-14)
+  # (49) - (48): log(m/σ') and the constant cancel, leaving (||w||² - ||w - w0||²)/(4σ'²).
+  diff = lambda o: o["pacbayes.orig"] - o["pacbayes.init"]
+  assert diff(out) == pytest.approx((25 - 1) / (4 * s ** 2), rel=1e-12)
+  # With 1-D leaves included the biases enter both norms: (123 - 73)/(4σ'²).
+  full = sharpness.pacbayes_measures(params, m, sigma=s, init_params=init, weights_only=False)
+  assert diff(full) == pytest.approx((123 - 73) / (4 * s ** 2), rel=1e-12)
+  # Doubling σ' divides the quadratic term by 4.
+  wide = sharpness.pacbayes_measures(params, m, sigma=2 * s, init_params=init)
+  assert diff(wide) == pytest.approx(diff(out) / 4, rel=1e-12)
+  # At w = w0 the quadratic term of (48) vanishes and the published value is log(m/σ') + 10;
+  # the magnitude-aware (56) has num = den = ε² at every weight, so the same value.
+  same = sharpness.pacbayes_measures(params, m, sigma=s, mag_sigma=0.2, init_params=params,
+                                     magnitude_eps=0.1)
+  assert same["pacbayes.init"] == pytest.approx(math.log(m / s) + 10, rel=1e-12)
+  assert same["pacbayes.mag.init"] == pytest.approx(math.log(m / 0.2) + 10, rel=1e-12)
+  # ... and the quadratic term is then the whole of orig minus init: ||w||²/(4σ'²).
+  assert diff(same) == pytest.approx(25 / (4 * s ** 2), rel=1e-12)
+  # Sharper (smaller σ') means larger measures, plain and magnitude-aware.
+  sigmas = [1.0, 0.5, 0.2, 0.1, 0.05, 0.01, 1e-3]
+  seq = [sharpness.pacbayes_measures(params, m, sigma=x, mag_sigma=x, init_params=init,
+                                     magnitude_eps=0.1) for x in sigmas]
+  for name in ["pacbayes.orig", "pacbayes.init", "pacbayes.mag.orig", "pacbayes.mag.init"]:
+    vals = [o[name] for o in seq]
+    assert all(b > a for a, b in zip(vals, vals[1:])), (name, vals)
+  # Magnitude-aware with ε = 0 depends on w only through ratios: scaling w leaves it unchanged,
+  # while the plain measure's ||w||²/(4σ'²) grows by the square of the scale.
+  scaled = jax.tree_util.tree_map(lambda p: 3.0 * p, params)
+  a = sharpness.pacbayes_measures(params, m, sigma=s, mag_sigma=0.2, magnitude_eps=0.0)
+  b = sharpness.pacbayes_measures(scaled, m, sigma=s, mag_sigma=0.2, magnitude_eps=0.0)
+  assert b["pacbayes.mag.orig"] == pytest.approx(a["pacbayes.mag.orig"], rel=1e-12)
+  assert b["pacbayes.orig"] - a["pacbayes.orig"] == pytest.approx(
+      (9 - 1) * 25 / (4 * s ** 2), rel=1e-12)
 
 
 def test_eps_sharpness_reaches_the_box_corner_of_a_quadratic():
