@@ -84,12 +84,19 @@ def test_interpolation_endpoints_are_the_two_minima():
 def test_on_splits_names_keys():
   fn, params, ds = _mlp()
   d = directions.random_direction(jax.random.key(0), params, 0)
+  alphas = np.array([0.0, 0.7])
   import functools
-  out = landscape.on_splits(functools.partial(landscape.line, fn, params, d, np.zeros(2)),
+  out = landscape.on_splits(functools.partial(landscape.line, fn, params, d, alphas),
                             {"train": ds.train, "test": ds.test})
   assert set(out) == {"train/loss", "train/accuracy", "test/loss", "test/accuracy"}
-  assert out["train/accuracy"][0] != out["test/accuracy"][0] or \
-      out["train/loss"][0] != out["test/loss"][0]
+  # Each prefixed key holds that split's values: the slow reference on the same split.
+  for split, batch in [("train", ds.train), ("test", ds.test)]:
+    for i, a in enumerate(alphas):
+      ref = _slow(fn, params, batch, jax.tree.map(lambda x: a * x, d))
+      assert out[f"{split}/loss"][i] == pytest.approx(ref["loss"], rel=1e-6, abs=1e-7)
+      assert out[f"{split}/accuracy"][i] == pytest.approx(ref["accuracy"], abs=1e-6)
+  # The splits differ here, so a swap of the two would be caught above.
+  assert not np.allclose(out["train/loss"], out["test/loss"], rtol=1e-3)
 
 
 def test_bad_input():
