@@ -165,8 +165,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
       (dict(directions=good, threshold=-1.0), "already crossed at the centre"),
       (dict(directions=good, threshold=1.0, r_max=0.0), "r_max=0.0"),
       (dict(directions=good, threshold=1.0, r_max=-2), "r_max=-2"),
-      (dict(directions={"w": jnp.ones((0, 2, 3))}, threshold=1.0), "K"),
-      (dict(directions=basin.RandomDirections(jax.random.key(0), 0), threshold=1.0), "K"),
+      (dict(directions={"w": jnp.ones((0, 2, 3))}, threshold=1.0),
+       r"num directions \(K\)=0 must be a positive integer"),
+      (dict(directions=basin.RandomDirections(jax.random.key(0), 0), threshold=1.0),
+       r"num directions \(K\)=0 must be a positive integer"),
       (dict(directions=good, threshold=1.0, metric="accuracy"), "metric='accuracy'"),
       (dict(directions=good, threshold=float("nan")), "threshold=nan"),
   ]
