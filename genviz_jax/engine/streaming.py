@@ -67,6 +67,7 @@ def stream(impl: Callable, owners: tuple, num_points: int, args: PyTree = None, 
     owners: the user's callables impl needs (held weakly by the compile cache).
     num_points: K >= 1.
     args: pytree of arrays for impl (passed into the compiled call, not baked in).
+    static: extra hashable part of the compile-cache key (rarely needed: impl's settings are).
     start: id of the first point (>= 0): resumed sweeps continue from here.
     chunk_size: points per compiled call (rounded to a multiple of unit x devices).
     exact_chunk: use chunk_size itself (it must be a multiple of unit x devices), so chunk
