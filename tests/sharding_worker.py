@@ -60,6 +60,9 @@ def _evaluators(model, fn, params, train, mesh, data_mesh):
   r = basin.radii(fn, params, basin.RandomDirections(jax.random.key(5), 12), threshold=0.5,
                   relative=True, data=train, two_sided=True, chunk_size=2, mesh=mesh)
   out["radii"], out["radii_norm"] = r.radius, r.direction_norm
+  r = basin.radii(fn, params, basin.RandomDirections(jax.random.key(5), 6), threshold=0.5,
+                  relative=True, data=train, chunk_size=2, cache_directions=False, mesh=mesh)
+  out["radii_regenerated"] = r.radius
   op = hessian.HessianOperator(fn, params, train, data_batch=40, mesh=mesh)
   out["top_eigenvalues"] = hessian.top_eigenpairs(op, 2, num_steps=20).eigenvalues
   out["trace_samples"] = hessian.hutchinson_trace(op, 4).samples

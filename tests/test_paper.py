@@ -54,6 +54,7 @@ def _numbers(workdir):
   return out
 
 
+@pytest.mark.slow
 def test_killed_job_resumes_to_the_same_numbers(tmp_path):
   ref = tmp_path / "ref"
   done = _run(ref)
