@@ -45,6 +45,9 @@ def _parse(argv):
   p.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
   p.add_argument("--point_batches", default="1,4,8,16",
                  help="comma list of engine point_batch values to time")
+  p.add_argument("--data_batches", default="0,2048",
+                 help="comma list of engine data_batch values (0: all examples at once) timed "
+                      "with each point batch, where smaller than the data")
   p.add_argument("--host_devices", type=int, default=0,
                  help="CPU only: split the host into this many XLA devices and also time the "
                       "engine sharded over them (0: one per core; 1: off)")
@@ -60,12 +63,15 @@ def _parse(argv):
   if not cases or any(c not in ("a", "b") for c in cases):
     p.error(f"--cases={args.cases!r} must be a comma list of a, b")
   args.cases = cases
-  try:
-    args.point_batches = [int(v) for v in args.point_batches.split(",") if v]
-  except ValueError:
-    p.error(f"--point_batches={args.point_batches!r} must be a comma list of positive integers")
-  if not args.point_batches or min(args.point_batches) <= 0:
-    p.error(f"--point_batches={args.point_batches!r} must be a comma list of positive integers")
+  for name, lo in (("point_batches", 1), ("data_batches", 0)):
+    text = getattr(args, name)
+    try:
+      values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+      values = []
+    if not values or min(values) < lo:
+      p.error(f"--{name}={text!r} must be a comma list of integers >= {lo}")
+    setattr(args, name, values)
   return args
 
 
@@ -122,17 +128,19 @@ def _case(name, widths, data, points, loop_points, args, gemm):
   loop_rows = list(coeffs[:loop_points])  # device arrays, sliced before timing
   methods = [("python loop of jit(eval)", loop_points, lambda: [one(c) for c in loop_rows], None)]
   delta = engine.basis_delta(basis, coeffs)
-  settings = [(f"engine.evaluate_points, point_batch={pb}", pb, None)
-              for pb in args.point_batches]
+  n_data = engine.data_size(data)
+  settings = [(f"engine.evaluate_points, point_batch={pb}" + (f", data_batch={db}" if db else ""),
+               (pb, db or None), None)
+              for pb in args.point_batches for db in args.data_batches if db < n_data]
   cpus = [d for d in jax.devices() if d.platform == "cpu"]
   if jax.devices()[0].platform == "cpu" and len(cpus) > 1:
-    settings.append((f"engine, points over {len(cpus)} host devices, point_batch=8", 8,
+    settings.append((f"engine, points over {len(cpus)} host devices, point_batch=8", (8, None),
                      engine.point_mesh(cpus)))
-  for label, pb, mesh in settings:
+  for label, (pb, db), mesh in settings:
     # As a user calls it: the whole table in one call, results copied to the host.
     run = functools.partial(engine.evaluate_points, fn, params, delta, points, data,
-                            point_batch=pb, chunk_size=points, mesh=mesh)
-    methods.append((label, points, run, (pb, mesh)))
+                            point_batch=pb, data_batch=db, chunk_size=points, mesh=mesh)
+    methods.append((label, points, run, (pb, db, mesh)))
   # Interleaved repeats, best of each: neighbours' load hits every method, GEMM included, alike.
   gemm_run, gemm_ops = gemm
   methods.append(("float32 GEMM", 1, gemm_run, None))
@@ -155,8 +163,8 @@ def _case(name, widths, data, points, loop_points, args, gemm):
   for label, rate, _ in rows:
     print(f"  {label:66s} {rate:10.1f} {rate * flops / 1e9:8.2f} {rate * flops / gemm:6.3f} "
           f"{rate / loop_rate:6.2f}")
-  point_batch, mesh = max(rows[1:], key=lambda r: r[1])[2]
-  return params, fn, point_batch, mesh
+  point_batch, data_batch, mesh = max(rows[1:], key=lambda r: r[1])[2]
+  return params, fn, (point_batch, data_batch), mesh
 
 
 def main(argv=None):
@@ -193,14 +201,14 @@ def main(argv=None):
 
   train = {k: jnp.asarray(v) for k, v in data_lib.swiss_roll().train.items()}
   if "a" in args.cases:
-    params, fn, point_batch, mesh = _case("a", (23, 16, 26, 32, 28, 31), train, args.points_a,
+    params, fn, (point_batch, data_batch), mesh = _case("a", (23, 16, 26, 32, 28, 31), train, args.points_a,
                                 args.loop_points_a, args, gemm)
     if args.directions:
       radii = jnp.linspace(0.0, 1.0, args.directions)
       t0 = time.perf_counter()
       out = engine.evaluate_points(
           fn, params, engine.direction_delta(jax.random.key(3), params, radii),
-          args.directions, train, point_batch=point_batch, mesh=mesh)
+          args.directions, train, point_batch=point_batch, data_batch=data_batch, mesh=mesh)
       t1 = time.perf_counter() - t0
       where = "one device" if mesh is None else f"{mesh.size} devices"
       print(f"  {args.directions} directions (fresh filter-normalized direction and one radius "
@@ -211,7 +219,8 @@ def main(argv=None):
       basis = directions.random_directions(jax.random.key(4), params, 2)
       t0 = time.perf_counter()
       out = engine.evaluate_points(fn, params, engine.basis_delta(basis, coords),
-                                   len(coords), train, point_batch=point_batch, mesh=mesh)
+                                   len(coords), train, point_batch=point_batch,
+                                   data_batch=data_batch, mesh=mesh)
       print(f"  {args.grid}x{args.grid} surface (best setting), compile included: "
             f"{time.perf_counter() - t0:.2f} s (loss range {out['loss'].min():.3f} .. "
             f"{out['loss'].max():.3f})")
