@@ -17,7 +17,3 @@ def point_mesh_for(config):
   from genviz_jax import engine
   return engine.point_mesh()
 
-
-def mesh_kwargs(mesh) -> dict:
-  """`{"mesh": mesh}`, or {} on one device (the evaluators' default)."""
-  return {} if mesh is None else {"mesh": mesh}

@@ -88,7 +88,7 @@ class _Job:
       self.label["b"] = os.path.basename(os.path.abspath(other_workdir))
     self.kw = dict(chunk_size=int(config.chunk_size), point_batch=int(config.point_batch),
                    data_batch=int(config.data_batch) or None,
-                   **devices.mesh_kwargs(devices.point_mesh_for(config)))
+                   mesh=devices.point_mesh_for(config))
     self.meta = {"workdir": os.path.abspath(workdir), "step": self.runs["a"].step,
                  "seed": int(config.seed), "norm": config.norm,
                  "ignore_1d": bool(config.ignore_1d), "splits": self.splits,

@@ -23,12 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.flatten_util import ravel_pytree
 
 from genviz_jax import files
 from genviz_jax import hessian
 from genviz_jax import progress
 from genviz_jax import sharpness
+from genviz_jax import trees
 from genviz_jax import workdir as workdir_lib
 from genviz_jax.jobs import devices
 from genviz_jax.jobs import sharpness_figures
@@ -53,8 +53,8 @@ class _Stages:
     self.timings[name] = round(time.time() - t0, 3)
 
 
-def _hessian(h, metric_fn, params, data, data_batch, keys, out_dir):
-  op = hessian.HessianOperator(metric_fn, params, data, data_batch=data_batch)
+def _hessian(h, metric_fn, params, data, data_batch, keys, out_dir, mesh):
+  op = hessian.HessianOperator(metric_fn, params, data, data_batch=data_batch, mesh=mesh)
   eig = hessian.top_eigenpairs(op, k=h.top_k, num_steps=h.lanczos_steps or None, key=keys[0])
   logging.info("top eigenvalues %s (residuals %s)", eig.eigenvalues, eig.residuals)
   tr = hessian.hutchinson_trace(op, h.trace_samples, key=keys[1], confidence=h.trace_confidence)
@@ -95,7 +95,7 @@ def _pacbayes(p, t, metric_fn, params, data, data_batch, keys, mesh):
         sigma_max=p.sigma_max, num_bisection=p.num_bisection, num_samples=p.num_samples,
         magnitude_eps=eps, mag_noise=p.mag_noise, ignore_1d=p.ignore_1d, key=k,
         point_batch=p.point_batch, data_batch=data_batch,
-        progress=lambda d, n, prog=prog: prog.update(d), **devices.mesh_kwargs(mesh))
+        progress=lambda d, n, prog=prog: prog.update(d), mesh=mesh)
     logging.info("%s = %.4g (bracket %s, censored %r)", name, sig[name].sigma,
                  sig[name].bracket, sig[name].censored)
   init_params, init_note = _init_params(t)
@@ -108,12 +108,12 @@ def _pacbayes(p, t, metric_fn, params, data, data_batch, keys, mesh):
   return bounds, result
 
 
-def _eps_sharpness(e, metric_fn, params, data, data_batch, key) -> list[dict]:
+def _eps_sharpness(e, metric_fn, params, data, data_batch, key, mesh) -> list[dict]:
   out = []
   for eps in e.epsilons:
     r = sharpness.eps_sharpness(metric_fn, params, data, epsilon=float(eps),
                                 num_steps=e.num_steps, num_random_starts=e.random_starts,
-                                key=key, data_batch=data_batch)
+                                key=key, data_batch=data_batch, mesh=mesh)
     logging.info("eps-sharpness(%g) = %.4g", eps, r.sharpness)
     out.append(r.as_dict())
   return out
@@ -126,7 +126,7 @@ def _load(config, workdir: str):
   if not os.path.isdir(workdir):
     raise ValueError(f"workdir={workdir!r} does not exist")
   t = workdir_lib.load(workdir, step=None if config.step < 0 else config.step)
-  num_params = int(ravel_pytree(t.params)[0].size)
+  num_params = trees.num_params(t.params)
   validate_config(config, num_params)
   return t, num_params
 
@@ -144,12 +144,13 @@ def _measure(config, t, out_dir: str, stages: _Stages) -> dict:
   centre = {k: float(v) for k, v in jax.jit(metric_fn)(params, data).items()}
   with stages("hessian"):
     eig, tr, dens, h_res = _hessian(config.hessian, metric_fn, params, data, data_batch,
-                                    (k_eig, k_tr, k_slq), out_dir)
+                                    (k_eig, k_tr, k_slq), out_dir, mesh)
   with stages("pacbayes"):
     bounds, pb_res = _pacbayes(config.pacbayes, t, metric_fn, params, data, data_batch,
                                (k_pb, k_mag), mesh)
   with stages("eps_sharpness"):
-    eps_res = _eps_sharpness(config.eps_sharpness, metric_fn, params, data, data_batch, k_eps)
+    eps_res = _eps_sharpness(config.eps_sharpness, metric_fn, params, data, data_batch, k_eps,
+                             mesh)
   measures = {"hessian.top_eigenvalue": float(eig.eigenvalues[0]), "hessian.trace": tr.trace,
               **bounds, **{f"eps_sharpness.{r['epsilon']:g}": r["sharpness"] for r in eps_res}}
   figures = []

@@ -20,7 +20,6 @@ from genviz_jax import boundary
 from genviz_jax import directions as directions_lib
 from genviz_jax import hessian
 from genviz_jax import landscape
-from genviz_jax.jobs import devices
 from genviz_jax.plots import sharpness as sharp_plots
 
 
@@ -44,7 +43,7 @@ def _eigen_vs_random(config, t, params, data, metric_fn, eig, out_dir, rand_list
   for i in range(d):
     coords[i * len(alphas):(i + 1) * len(alphas), i] = alphas
   losses = landscape.surface(metric_fn, params, dirs, coords, data=data, data_batch=data_batch,
-                             **devices.mesh_kwargs(mesh))["loss"].reshape(d, len(alphas))
+                             mesh=mesh)["loss"].reshape(d, len(alphas))
   eig_losses = {f"v{i + 1} (λ={lam:.4g})": losses[i] for i, lam in enumerate(eig.eigenvalues)}
   fig = sharp_plots.eigen_vs_random_figure(
       alphas, eig_losses, losses[len(eig_dirs):],

@@ -47,7 +47,7 @@ def _train(cfg, g, ds, model, runs):
 def _measures(cfg, g, model, params, train_j, num_runs: int) -> dict:
   """Per run: basin log10 volume, mean radius, censored count, top Hessian eigenvalue."""
   metric_fn = models_lib.metric_fn(model)
-  mesh_kw = devices.mesh_kwargs(devices.point_mesh_for(cfg))
+  mesh = devices.point_mesh_for(cfg)
   out = {"log10_volume": [], "radius_mean": [], "num_censored": [], "top_eigenvalue": []}
   tick = common.progress_hook("gap sweep measures", num_runs, "runs")
   for i in range(num_runs):
@@ -55,7 +55,7 @@ def _measures(cfg, g, model, params, train_j, num_runs: int) -> dict:
     r = basin.radii(metric_fn, p, basin.RandomDirections(jax.random.PRNGKey(int(g.basin_seed)),
                                                         int(g.num_directions)),
                     threshold=float(cfg.basin.threshold), data=train_j,
-                    r_max=float(cfg.basin.r_max), **mesh_kw)
+                    r_max=float(cfg.basin.r_max), mesh=mesh)
     out["log10_volume"].append(r.volume(num_bootstrap=0).log10_volume)
     out["radius_mean"].append(float(np.mean(r.radius)))
     out["num_censored"].append(r.num_censored)
