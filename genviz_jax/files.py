@@ -30,6 +30,22 @@ def write_json_atomic(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
+def pin_json(path: str, obj) -> list[str]:
+  """Binds a folder to `obj` through the JSON manifest at `path`: writes it if absent, else
+  returns the sorted top-level keys in which the manifest differs from obj ([] when equal).
+
+  Resumable work calls this first: a folder holding other work is refused, never overwritten.
+  """
+  want = json.loads(json.dumps(obj, default=_json_default))  # as it reads back from disk
+  if not os.path.exists(path):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    write_json_atomic(path, want)
+    return []
+  with open(path) as f:
+    have = json.load(f)
+  return sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+
+
 def save_npz_atomic(path: str, arrays: dict, metadata: dict | None = None) -> None:
   """np.savez of `arrays` (plus `metadata` as a JSON string under "metadata") to `path`."""
   tmp = f"{path}.tmp{os.getpid()}.npz"

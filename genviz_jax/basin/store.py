@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from genviz_jax import files
 
 
 def fingerprint(**fields) -> dict:
@@ -47,21 +48,10 @@ class ChunkStore:
     self._bound = False
 
   def bind(self, fingerprint: dict) -> None:
-    manifest = os.path.join(self.path, self.MANIFEST)
-    want = json.loads(json.dumps(fingerprint))  # normalize tuples/floats as they will be stored
-    if os.path.exists(manifest):
-      with open(manifest) as f:
-        have = json.load(f)
-      if have != want:
-        diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-        raise ValueError(f"{self.path} holds chunks of a different sweep (differs in "
-                         f"{', '.join(diff)}); use another directory")
-    else:
-      os.makedirs(self.path, exist_ok=True)
-      tmp = f"{manifest}.tmp{os.getpid()}"
-      with open(tmp, "w") as f:
-        json.dump(want, f, indent=2, sort_keys=True)
-      os.replace(tmp, manifest)
+    diff = files.pin_json(os.path.join(self.path, self.MANIFEST), fingerprint)
+    if diff:
+      raise ValueError(f"{self.path} holds chunks of a different sweep (differs in "
+                       f"{', '.join(diff)}); use another directory")
     self._bound = True
 
   def _file(self, start: int) -> str:

@@ -7,14 +7,9 @@ import os
 import ml_collections
 import numpy as np
 
-from genviz_jax import files
 from genviz_jax import progress
 from genviz_jax import train as train_lib
 from genviz_jax.configs import swissroll as swissroll_cfg
-
-
-def write_json(path: str, obj) -> None:
-  files.write_json_atomic(path, obj)
 
 
 def progress_hook(what: str, total: int, unit: str = "steps"):

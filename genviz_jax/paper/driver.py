@@ -17,6 +17,7 @@ from typing import Callable
 import ml_collections
 from absl import logging
 
+from genviz_jax import files
 from genviz_jax.paper import common
 from genviz_jax.paper.phase_gap_sweep import phase_gap_sweep
 from genviz_jax.paper.phases_geometry import phase_basin, phase_landscape, phase_sharpness
@@ -43,16 +44,10 @@ def wanted_phases(cfg) -> list[str]:
 
 def pin_config(cfg: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes WORKDIR/paper_config.json, or checks that the one there is cfg's (phases aside)."""
-  cfg_path = os.path.join(workdir, "paper_config.json")
   cfg_json = json.loads(cfg.to_json(sort_keys=True))
   cfg_json.pop("phases")  # running a subset of phases is a resumption, not another config
-  if not os.path.exists(cfg_path):
-    common.write_json(cfg_path, cfg_json)
-    return
-  with open(cfg_path) as f:
-    old = json.load(f)
-  if old != cfg_json:
-    changed = sorted(k for k in set(old) | set(cfg_json) if old.get(k) != cfg_json.get(k))
+  changed = files.pin_json(os.path.join(workdir, "paper_config.json"), cfg_json)
+  if changed:
     raise ValueError(f"workdir={workdir!r} holds a paper run with another config (differs in "
                      f"{', '.join(changed)}); use a new workdir")
 
@@ -81,7 +76,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str,
     t0 = time.time()
     res = fns[name](cfg, workdir)
     res["wall_time_s"] = round(time.time() - t0, 2)
-    common.write_json(path, res)
+    files.write_json_atomic(path, res)
     results[name] = res
     logging.info("phase %d/%d %s: finished in %.1f s", i + 1, len(ordered), name,
                  res["wall_time_s"])

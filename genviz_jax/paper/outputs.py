@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from genviz_jax import report
-from genviz_jax.paper import common
+from genviz_jax import files
 from genviz_jax.paper.claims import claims
 
 SECTION_TEXTS: dict[str, tuple[str, str]] = {
@@ -87,7 +87,7 @@ def write_outputs(cfg, workdir: str, results: dict) -> dict[str, str]:
              "phase_wall_time_s": {k: v.get("wall_time_s") for k, v in results.items()},
              "results": results}
   summary_path = os.path.join(workdir, "paper_summary.json")
-  common.write_json(summary_path, summary)
+  files.write_json_atomic(summary_path, summary)
   report_path = report.write_report(os.path.join(workdir, "report.html"),
                                     "genviz_jax: the paper, reproduced", INTRO, cl,
                                     _sections(workdir, results))
