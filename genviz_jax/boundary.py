@@ -102,16 +102,9 @@ def predictions(logits_fn: LogitsFn, params: PyTree, extent, resolution: int = 2
     point_batch, mesh: the engine's point grouping and device mesh.
   """
   if stacked:
-    leaves = jax.tree.leaves(params)
-    if not leaves or any(np.ndim(a) < 1 for a in leaves):
-      raise ValueError("stacked params need leaves with a leading axis (R, ...)")
-    num = int(np.shape(leaves[0])[0])
-    centre = jax.tree.map(lambda a: jnp.zeros(np.shape(a)[1:], jnp.result_type(a)), params)
-    delta = engine.stacked_delta(params)
+    centre, delta, num = engine.stacked_points(params)
   else:
-    num, centre = 1, params
-    delta = engine.stacked_delta(jax.tree.map(lambda a: jnp.zeros((1,) + np.shape(a),
-                                                                   jnp.result_type(a)), params))
+    centre, delta, num = params, engine.centre_delta(params), 1
   out = engine.evaluate_points(grid_metric(logits_fn, extent, resolution, kind), centre, delta,
                                num, point_batch=point_batch, mesh=mesh)
   grids = _as_grids(np.asarray(out[kind]), resolution, kind)

@@ -117,12 +117,7 @@ def evaluate_many(model: nn.Module, params: PyTree, split: dict, *, point_batch:
   (a zero centre, so each point is params[r] bit for bit), with `models.metric_fn(model)`;
   data_batch chunks the split with exact size-weighted means, mesh shards the runs.
   """
-  leaves = jax.tree.leaves(params)
-  if not leaves or any(np.ndim(a) < 1 for a in leaves):
-    raise ValueError("params need leaves with a leading run axis (R, ...)")
-  r = int(np.shape(leaves[0])[0])
-  centre = jax.tree.map(lambda a: jnp.zeros(np.shape(a)[1:], jnp.result_type(a)), params)
+  centre, delta, r = engine.stacked_points(params)
   data = {k: jnp.asarray(split[k]) for k in ("x", "y")}
-  out = engine.evaluate_points(models_lib.metric_fn(model), centre, engine.stacked_delta(params),
-                               r, data, point_batch=point_batch, data_batch=data_batch, mesh=mesh)
+  out = engine.evaluate_points(models_lib.metric_fn(model), centre, delta, r, data, point_batch=point_batch, data_batch=data_batch, mesh=mesh)
   return {"loss": np.asarray(out["loss"]), "accuracy": np.asarray(out["accuracy"])}

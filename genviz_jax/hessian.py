@@ -57,6 +57,11 @@ def _call(f: LossFn, params, batch):
   return f(params) if batch is None else f(params, batch)
 
 
+def _scalar(loss_fn: LossFn) -> LossFn:
+  """loss_fn with its result reduced to the scalar "loss" (engine.scalar_loss)."""
+  return lambda p, *b: engine.scalar_loss(loss_fn(p, *b))
+
+
 def loss_and_grad(loss_fn: LossFn, params, data=None, *, data_batch: int | None = None,
                   mesh=None):
   """(L(θ), ∇L(θ)) of the dataset-mean loss, exact under chunking. Traceable.
@@ -71,7 +76,7 @@ def loss_and_grad(loss_fn: LossFn, params, data=None, *, data_batch: int | None 
   Returns:
     (scalar, pytree like params).
   """
-  f = lambda p, *b: engine.scalar_loss(loss_fn(p, *b))
+  f = _scalar(loss_fn)
   return _mean(lambda batch: jax.value_and_grad(lambda p: _call(f, p, batch))(params), data,
                data_batch, mesh)
 
@@ -85,7 +90,7 @@ def hvp(loss_fn: LossFn, params, vector, data=None, *, data_batch: int | None = 
   Returns:
     pytree like params.
   """
-  f = lambda p, *b: engine.scalar_loss(loss_fn(p, *b))
+  f = _scalar(loss_fn)
 
   def chunk_hvp(batch):
     return jax.jvp(jax.grad(lambda p: _call(f, p, batch)), (params,), (vector,))[1]
@@ -116,7 +121,7 @@ class HessianOperator:
 
   def __init__(self, loss_fn: LossFn, params, data=None, *, data_batch: int | None = None,
                matmul_precision: str | None = "highest", mesh=None):
-    self.loss_fn = lambda p, *b: engine.scalar_loss(loss_fn(p, *b))
+    self.loss_fn = _scalar(loss_fn)
     # GPUs default to TF32 products for float32; measured on an H100, that moved the top
     # eigenvalue of the swiss-roll MLP by 0.4%. A measurement wants full float32.
     self.matmul_precision = matmul_precision

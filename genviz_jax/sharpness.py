@@ -48,7 +48,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from genviz_jax import engine
 from genviz_jax import hessian

@@ -124,9 +124,7 @@ def _check_count(name: str, value) -> int:
 def centre_metrics(loss_fn, params: PyTree, data: PyTree | None = None, *,
                    data_batch: int | None = None, mesh=None) -> dict[str, float]:
   """The metrics at θ* (floats): the engine at the single point δ = 0."""
-  zero = engine.stacked_delta(jax.tree.map(lambda p: jnp.zeros((1,) + jnp.shape(p),
-                                                               jnp.result_type(p)), params))
-  out = engine.evaluate_points(loss_fn, params, zero, 1, data, point_batch=1,
+  out = engine.evaluate_points(loss_fn, params, engine.centre_delta(params), 1, data, point_batch=1,
                                data_batch=data_batch, mesh=mesh)
   return {k: float(v[0]) for k, v in out.items() if np.ndim(v) == 1}
 

@@ -72,7 +72,6 @@ def _perturbed_mask(params: PyTree, ignore_1d: bool) -> list[bool]:
 def _check_same_tree(tree: PyTree, params: PyTree, name: str, stacked: bool = False) -> int | None:
   """ValueError naming the first differing path unless `tree` is like params (leading K if
   stacked); returns K for a stack."""
-  from genviz_jax import directions as directions_lib
   directions_lib.check_same_tree(tree, params, leading=1 if stacked else 0, what=name)
   if not stacked:
     return None

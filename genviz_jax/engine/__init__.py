@@ -27,8 +27,8 @@ mesh=point_mesh() shards points over the cores.
 from genviz_jax.engine.cache import Bound, cached_jit
 from genviz_jax.engine.core import point_metrics
 from genviz_jax.engine.deltas import (BasisDelta, DirectionDelta, NoiseDelta, StackedDelta,
-                                      basis_delta, direction_delta, noise_delta, scale_rows,
-                                      stacked_delta)
+                                      basis_delta, centre_delta, direction_delta, noise_delta,
+                                      scale_rows, stacked_delta, stacked_points)
 from genviz_jax.engine.metrics import (as_metric_dict, chunked_mean, chunked_sum, data_size,
                                        scalar_loss)
 from genviz_jax.engine.sharding import (check_mesh, point_mesh, shard_points, sharded_mean,
@@ -37,8 +37,9 @@ from genviz_jax.engine.streaming import evaluate_points, iter_evaluate_points, s
 
 __all__ = [
     "BasisDelta", "Bound", "DirectionDelta", "NoiseDelta", "StackedDelta", "as_metric_dict",
-    "basis_delta", "cached_jit", "check_mesh", "chunked_mean", "chunked_sum", "data_size",
+    "basis_delta", "cached_jit", "centre_delta", "check_mesh", "chunked_mean", "chunked_sum", "data_size",
     "direction_delta", "evaluate_points", "iter_evaluate_points", "noise_delta", "point_mesh",
     "point_metrics", "scalar_loss", "scale_rows", "shard_points", "sharded_mean",
-    "sharded_point_metrics", "stacked_delta", "stream", "to_host",
+    "sharded_point_metrics", "stacked_delta", "stacked_points", "stream",
+    "to_host",
 ]

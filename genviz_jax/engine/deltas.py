@@ -7,6 +7,7 @@ baked into the executable as a constant, and a new coefficient table does not re
   basis_delta      δ_k = Σ_i coeffs[k, i] · d_i      surfaces, lines, interpolations
   direction_delta  δ_k = radii[k] · direction(key, k)  basin points; directions made on the fly
   stacked_delta    δ_k = scales[k] · stacked[k]      directions, models or frames held in memory
+                   (stacked_points: R models around a zero centre; centre_delta: δ = 0)
   noise_delta      δ_k = std ⊙ z_k, z_k ~ N(0, I)     PAC-Bayes weight noise (Jiang et al. 2019)
 """
 
@@ -141,6 +142,22 @@ def stacked_delta(stacked: PyTree, scales=None) -> StackedDelta:
   if scales is not None and scales.ndim > 1:
     raise ValueError(f"scales have shape {scales.shape}; need a scalar or (K,)")
   return StackedDelta(stacked, scales)
+
+
+def stacked_points(stacked: PyTree) -> tuple[PyTree, StackedDelta, int]:
+  """(centre, delta_fn, R): R parameter sets (leaves (R, ...), e.g. an ensemble's runs) as engine
+  points around a zero centre, so point r is 0 + stacked[r] = stacked[r] bit for bit."""
+  leaves = jax.tree.leaves(stacked)
+  if not leaves or any(np.ndim(a) < 1 for a in leaves):
+    raise ValueError("stacked params need leaves with a leading axis (R, ...)")
+  centre = jax.tree.map(lambda a: jnp.zeros(np.shape(a)[1:], jnp.result_type(a)), stacked)
+  return centre, stacked_delta(stacked), int(np.shape(leaves[0])[0])
+
+
+def centre_delta(params: PyTree) -> StackedDelta:
+  """δ_0 = 0: one point, params itself."""
+  return stacked_delta(jax.tree.map(lambda p: jnp.zeros((1,) + np.shape(p), jnp.result_type(p)),
+                                    params))
 
 
 def noise_delta(key: jax.Array, std: PyTree) -> NoiseDelta:
