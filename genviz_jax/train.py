@@ -357,8 +357,10 @@ def _train_loop(config, step_fn, state, data, run: workdir_lib.RunDir, evaluate,
     progress.update(step, extra=f"objective {line['objective']:.4g}")
     if final or step % config.checkpoint_every == 0:
       wall = wall0 + time.time() - t_session  # training time over all sessions
-      run.save(step, state, {"wall_time_s": wall})
+      # Snapshots first: a kill between the two leaves snapshots the resumed run writes again,
+      # identically (workdir.snapshots keeps each step once); the other order loses them.
       snaps.flush(run, step)
+      run.save(step, state, {"wall_time_s": wall})
   progress.update(step, force=True)
   return state, wall
 
