@@ -10,11 +10,14 @@ Every evaluator takes the model's parameters as any pytree and its loss as any c
 
 Layers (imports point down only; checked by import-linter in CI):
   paper        the paper job: phases, claims, report          (binaries: experiments/, not installed)
+  beyond       the second job: connectivity, trajectories, skip connections (its own report)
   jobs         workdir-level studies: train, landscape, basin, sharpness
   landscape    1-D, 2-D and interpolation surfaces (Li et al. 2018)
   basin        radii along many directions, log-volume with ESS and intervals, resumable sweeps
   sharpness    PAC-Bayes σ' and ε-sharpness;  hessian: HVP, Lanczos, Hutchinson, SLQ
   boundary     decision-boundary grids of one or many parameter points
+  connectivity curves between minima (Garipov et al. 2018): Bézier / polygonal chain, barriers
+  trajectory   PCA planes of training trajectories (Li et al. 2018, §7)
   engine       the one evaluation engine: metrics at many parameter points, sharded
   directions   filter-normalized random directions, any layout (filter_axis)
   trees, files, progress   small shared utilities
@@ -27,9 +30,9 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "basin", "boundary", "configs", "data", "directions", "engine", "ensemble", "files", "hessian",
+    "basin", "beyond", "boundary", "configs", "connectivity", "data", "directions", "engine", "ensemble", "files", "hessian",
     "jobs", "landscape", "models", "objectives", "paper", "plots", "progress", "report",
-    "sharpness", "train", "train_config", "trees", "workdir",
+    "sharpness", "train", "train_config", "trajectory", "trees", "workdir",
 )
 __all__ = list(_SUBMODULES)
 
