@@ -29,13 +29,10 @@ from genviz_jax import landscape
 from genviz_jax import progress
 from genviz_jax import workdir as workdir_lib
 from genviz_jax.jobs import devices
+from genviz_jax.jobs.phased import comma_list
 from genviz_jax.plots import landscape as plots
 
 KINDS = ("line", "plane", "interpolation")
-
-
-def _comma_list(value) -> list[str]:
-  return [k.strip() for k in str(value).split(",") if k.strip()]
 
 
 def _check_ints(c) -> None:
@@ -49,7 +46,7 @@ def _check_ints(c) -> None:
 
 def check_config(c, has_other: bool) -> list[str]:
   """One-line ValueError for a bad config value; returns the kinds to compute."""
-  kinds = _comma_list(c.kinds)
+  kinds = comma_list(c.kinds)
   bad = [k for k in kinds if k not in KINDS]
   if bad or not kinds:
     raise ValueError(f"config.kinds={c.kinds!r}; allowed: a comma list of {', '.join(KINDS)}")
@@ -59,7 +56,7 @@ def check_config(c, has_other: bool) -> list[str]:
     kinds.remove("interpolation")
   if c.norm not in directions.NORMS:
     raise ValueError(f"config.norm={c.norm!r}; allowed: {', '.join(directions.NORMS)}")
-  splits = _comma_list(c.splits)
+  splits = comma_list(c.splits)
   if not splits or any(s not in ("train", "test") for s in splits):
     raise ValueError(f"config.splits={c.splits!r}; allowed: train, test (comma list)")
   _check_ints(c)
@@ -77,7 +74,7 @@ class _Job:
 
   def __init__(self, config, workdir, other_workdir, outdir):
     self.config, self.outdir = config, outdir
-    self.splits = _comma_list(config.splits)
+    self.splits = comma_list(config.splits)
     step = None if config.step < 0 else int(config.step)
     self.runs = {"a": workdir_lib.load(workdir, step=step)}
     self.label = {"a": os.path.basename(os.path.abspath(workdir))}

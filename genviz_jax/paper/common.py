@@ -9,6 +9,7 @@ import numpy as np
 
 from genviz_jax import progress
 from genviz_jax import train as train_lib
+from genviz_jax.jobs.phased import comma_list  # noqa: F401 - the phases' comma lists
 from genviz_jax.configs import swissroll as swissroll_cfg
 
 
@@ -49,10 +50,6 @@ def spearman(a, b) -> float:
 
 def rel(workdir: str, path: str) -> str:
   return os.path.relpath(path, workdir)
-
-
-def comma_list(value) -> list[str]:
-  return [x.strip() for x in str(value).split(",") if x.strip()]
 
 
 def swissroll_config(cfg, variant: str) -> ml_collections.ConfigDict:
