@@ -77,3 +77,27 @@ def get_config(variant: str = ""):
     c.eval_every = 1000
     c.checkpoint_every = 1000
   return c
+
+
+def scaled_config(variant: str, num_steps: int, seed: int = 0, snapshots: int = 0):
+  """get_config(variant) shortened (or lengthened) to num_steps, for jobs that train minima.
+
+  The poisoned schedule's LR decays (30k, 60k of 100k steps) and poison warm-up (15k) scale with
+  num_steps; logs, evaluations and checkpoints come about five times per run. snapshots > 0 keeps
+  about that many parameter snapshots (trajectories).
+  """
+  c = get_config(variant)
+  c.seed = int(seed)
+  c.num_steps = int(num_steps)
+  if variant == "poisoned":
+    scale = c.num_steps / 100000
+    c.lr_boundaries = tuple(max(1, int(b * scale)) for b in (30000, 60000))
+    c.poison_warmup_steps = int(15000 * scale)
+  c.log_every = min(c.log_every, c.num_steps)
+  c.eval_every = c.checkpoint_every = c.log_every * max(1, c.num_steps // (5 * c.log_every))
+  if snapshots:
+    every = max(1, c.num_steps // int(snapshots))
+    # snapshot_every must divide log_every or be a multiple of it
+    c.snapshot_every = (every // c.log_every) * c.log_every if every >= c.log_every else next(
+        d for d in range(every, 0, -1) if c.log_every % d == 0)
+  return c

@@ -53,23 +53,10 @@ def rel(workdir: str, path: str) -> str:
 
 
 def swissroll_config(cfg, variant: str) -> ml_collections.ConfigDict:
-  """The swiss-roll training config of `variant` with the paper config's step counts.
-
-  The poisoned schedule's LR decays (30k, 60k of 100k steps) and poison warm-up (15k) scale with
-  cfg.decision.poisoned_steps.
-  """
-  c = swissroll_cfg.get_config(variant)
-  c.seed = int(cfg.seed)
+  """The swiss-roll training config of `variant` with the paper config's step counts."""
+  steps = cfg.decision.poisoned_steps if variant == "poisoned" else cfg.decision.clean_steps
+  c = swissroll_cfg.scaled_config(variant, int(steps), seed=int(cfg.seed))
   c.plot = True
-  if variant == "poisoned":
-    c.num_steps = int(cfg.decision.poisoned_steps)
-    scale = c.num_steps / 100000
-    c.lr_boundaries = tuple(max(1, int(b * scale)) for b in (30000, 60000))
-    c.poison_warmup_steps = int(15000 * scale)
-  else:
-    c.num_steps = int(cfg.decision.clean_steps)
-  c.log_every = min(c.log_every, c.num_steps)
-  c.eval_every = c.checkpoint_every = c.log_every * max(1, c.num_steps // (5 * c.log_every))
   return c
 
 
