@@ -178,3 +178,80 @@ def on_splits(fn: Callable[..., Any], splits: Mapping[str, PyTree], **kwargs) ->
       axis, res = res
     out.update({f"{name}/{k}": v for k, v in res.items()})
   return (axis, out) if axis is not None else out
+
+
+# ------------------------------------------------------------------ curvature of a 2-D surface
+
+def _uniform_axis(name: str, axis) -> float:
+  """The step h of a uniformly spaced 1-D axis of >= 3 finite points (ValueError otherwise)."""
+  a = np.asarray(axis, np.float64)
+  if a.ndim != 1 or a.shape[0] < 3:
+    raise ValueError(f"{name} has shape {a.shape}; need a 1-D axis of >= 3 points")
+  if not np.all(np.isfinite(a)):
+    raise ValueError(f"{name} contains a non-finite value")
+  d = np.diff(a)
+  h = float(d.mean())
+  if h == 0 or np.max(np.abs(d - h)) > 1e-6 * abs(h):
+    raise ValueError(f"{name} spacing ranges over [{d.min():.6g}, {d.max():.6g}]; need a uniform "
+                     "nonzero step (e.g. np.linspace)")
+  return h
+
+
+def surface_curvature(xs, ys, grid, *, rtol: float = 1e-3) -> dict:
+  """How non-convex a 2-D surface is: the local 2×2 Hessians of grid[i, j] = f(xs[i], ys[j]).
+
+  Li et al. 2018 §6 map |λ_min/λ_max| of the full Hessian over a surface (small: convex, near
+  1 or more: chaotic). Restricted to the plane, central second differences at every interior
+  point (1 <= i <= nx−2, 1 <= j <= ny−2) give
+
+    f_xx = (f[i+1,j] − 2f[i,j] + f[i−1,j]) / h_x²,   f_yy likewise along j,
+    f_xy = (f[i+1,j+1] − f[i+1,j−1] − f[i−1,j+1] + f[i−1,j−1]) / (4 h_x h_y),
+    λ_min, λ_max = (f_xx + f_yy)/2 ∓ sqrt(((f_xx − f_yy)/2)² + f_xy²)   (exact for quadratics).
+
+  Tolerance: tol = max(rtol · S, 8 · eps · max|f| / min(h_x, h_y)²), S the grid's curvature
+  scale max |λ| over interior points, and the second term the second-difference noise that
+  rounding the grid values to their dtype (eps: machine epsilon, float32 surfaces from the
+  engine) can cause.
+
+  Returns:
+    negative_share: share of interior points with λ_min < −tol (a direction of negative
+      curvature in the plane);
+    mean_abs_ratio: mean |λ_min / λ_max| over the interior points with λ_max > tol (NaN when
+      there are none; a ratio with λ_max ~ 0 is undefined);
+    ratio_points: how many points that mean is over; num_points: (nx−2)(ny−2); tol.
+
+  Raises:
+    ValueError: axes of < 3 points, non-uniform or zero spacing, a grid not (len(xs), len(ys)),
+      non-finite values, rtol not in (0, 1).
+  """
+  hx, hy = _uniform_axis("xs", xs), _uniform_axis("ys", ys)
+  f = np.asarray(grid)
+  shape = (np.shape(xs)[0], np.shape(ys)[0])
+  if f.shape != shape:
+    raise ValueError(f"grid has shape {f.shape}; need (len(xs), len(ys)) = {shape}")
+  if not np.issubdtype(f.dtype, np.floating) and not np.issubdtype(f.dtype, np.integer):
+    raise ValueError(f"grid has dtype {f.dtype}; need real numbers")
+  if not np.all(np.isfinite(f)):
+    raise ValueError("grid contains a non-finite value")
+  if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 < rtol < 1:
+    raise ValueError(f"rtol={rtol!r} must be a number in (0, 1)")
+  eps = float(np.finfo(f.dtype).eps) if np.issubdtype(f.dtype, np.floating) else 0.0
+  f = f.astype(np.float64)
+  c = f[1:-1, 1:-1]
+  fxx = (f[2:, 1:-1] - 2 * c + f[:-2, 1:-1]) / hx ** 2
+  fyy = (f[1:-1, 2:] - 2 * c + f[1:-1, :-2]) / hy ** 2
+  fxy = (f[2:, 2:] - f[2:, :-2] - f[:-2, 2:] + f[:-2, :-2]) / (4 * hx * hy)
+  mean, rad = (fxx + fyy) / 2, np.sqrt(((fxx - fyy) / 2) ** 2 + fxy ** 2)
+  lmin, lmax = mean - rad, mean + rad
+  scale = float(np.max(np.maximum(np.abs(lmin), np.abs(lmax))))
+  noise = 8 * eps * float(np.max(np.abs(f))) / min(abs(hx), abs(hy)) ** 2
+  tol = max(rtol * scale, noise)
+  valid = lmax > tol
+  return {
+      "negative_share": float(np.mean(lmin < -tol)),
+      "mean_abs_ratio": float(np.mean(np.abs(lmin[valid] / lmax[valid]))) if valid.any()
+                        else float("nan"),
+      "ratio_points": int(valid.sum()),
+      "num_points": int(c.size),
+      "tol": tol,
+  }
