@@ -2,7 +2,8 @@
 
 `run(config, workdir, other_workdir, outdir=None)` trains, between the minima θ_a (workdir) and
 θ_b (other_workdir), one curve of every kind in config.kinds (connectivity.train_curve: a quadratic
-Bézier curve, a polygonal chain with one bend; t ~ U(0, 1) each step, Adam on the train loss), then
+Bézier curve, a polygonal chain with one bend; t ~ U(0, 1) each step, Adam with a cosine-decayed
+rate on the train loss), then
 writes into `outdir` (default WORKDIR/connectivity):
   curves.npz          ts (T,), "<path>/<split>/<metric>" (T,) for path in line + kinds; the bends
   connectivity.json   barriers of every path (loss: max along the path minus the endpoints' mean;
@@ -152,6 +153,13 @@ def _radii_along(config, model: _Model, kind, a, bend, b, ts, train, mesh) -> di
           "threshold": float(config.threshold), "rows": rows}
 
 
+def _optimizer(config) -> optax.GradientTransformation:
+  """Adam with a cosine decay to 0 over the run: the bend settles (Garipov et al. decay the rate
+  too; a constant rate leaves a polygonal chain's bend wobbling with the sampled t)."""
+  return optax.adam(optax.cosine_decay_schedule(float(config.learning_rate),
+                                                int(config.num_steps)))
+
+
 def _labels(workdir: str, other_workdir: str) -> dict:
   return {"a": os.path.basename(os.path.abspath(workdir)),
           "b": os.path.basename(os.path.abspath(other_workdir))}
@@ -176,7 +184,7 @@ def run(config, workdir: str, other_workdir: str, outdir: str | None = None) -> 
   for i, kind in enumerate(kinds):
     bends[kind], histories[kind] = connectivity.train_curve(
         model.train_loss, a, b, data["train"], kind=kind,
-        optimizer=optax.adam(float(config.learning_rate)), num_steps=int(config.num_steps),
+        optimizer=_optimizer(config), num_steps=int(config.num_steps),
         key=jax.random.fold_in(jax.random.key(int(config.seed)), i),
         batch_size=int(config.batch_size) or None)
     logging.info("connectivity: %s curve trained, final loss %.4g", kind, histories[kind][-1])
