@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from genviz_jax import objectives
 
@@ -98,14 +99,18 @@ class VGG(nn.Module):
 
 
 class BasicBlock(nn.Module):
-  """conv3x3 -> BN -> ReLU -> conv3x3 -> BN, + shortcut, -> ReLU (He et al. 2016).
+  """conv3x3 -> BN -> ReLU -> conv3x3 -> BN = F(x); out = ReLU(F(x) + S(x)) (He et al. 2016).
 
-  shortcut "pad": identity, subsampled by the stride and zero-padded in channels (He's option A,
-  the CIFAR ResNet-20); "conv": a 1x1 conv + BN projection where the shape changes (ResNet-18).
+  shortcut S "pad": identity, subsampled by the stride and zero-padded in channels (He's option A,
+  the CIFAR ResNet-20/56); "conv": a 1x1 conv + BN projection where the shape changes (ResNet-18).
+  skip=False drops S entirely, out = ReLU(F(x)): Li et al. 2018 §5's "noshort" nets
+  (tomgoldstein/loss-landscape cifar10/models/resnet.py, BasicBlock_noshortcut); the "conv"
+  projection's parameters then do not exist, the "pad" shortcut never had any.
   """
   features: int
   strides: int = 1
   shortcut: str = "conv"
+  skip: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -113,6 +118,8 @@ class BasicBlock(nn.Module):
     y = nn.relu(_batch_norm(train)(y))
     y = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False)(y)
     y = _batch_norm(train)(y)
+    if not self.skip:
+      return nn.relu(y)
     if self.strides != 1 or x.shape[-1] != self.features:
       if self.shortcut == "pad":
         x = x[:, ::self.strides, ::self.strides, :]
@@ -127,15 +134,17 @@ class ResNet(nn.Module):
   """CIFAR-style ResNet: conv3x3 -> BN -> ReLU -> stages of BasicBlocks -> global mean -> Dense.
 
   The first block of every stage after the first has stride 2. ResNet-20: stage_sizes (3, 3, 3),
-  widths (16, 32, 64), shortcut "pad" (0.27M parameters). ResNet-18: (2, 2, 2, 2),
-  (64, 128, 256, 512), shortcut "conv" (11.2M). `width` scales all channel counts.
-  Input (N, H, W, C), 32x32 for CIFAR/SVHN.
+  widths (16, 32, 64), shortcut "pad" (0.27M parameters). ResNet-56: (9, 9, 9), same widths and
+  shortcut (0.85M). ResNet-18: (2, 2, 2, 2), (64, 128, 256, 512), shortcut "conv" (11.2M).
+  `width` scales all channel counts; skip=False removes every block's shortcut (Li et al. 2018
+  §5, Figs 5-6: "ResNet-56-noshort"). Input (N, H, W, C), 32x32 for CIFAR/SVHN.
   """
   stage_sizes: Sequence[int] = (3, 3, 3)
   widths: Sequence[int] = (16, 32, 64)
   num_classes: int = 10
   width: float = 1.0
   shortcut: str = "pad"
+  skip: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -144,7 +153,8 @@ class ResNet(nn.Module):
     x = nn.relu(_batch_norm(train)(x))
     for i, (n, w) in enumerate(zip(self.stage_sizes, widths)):
       for j in range(n):
-        x = BasicBlock(w, strides=2 if i > 0 and j == 0 else 1, shortcut=self.shortcut)(x, train)
+        x = BasicBlock(w, strides=2 if i > 0 and j == 0 else 1, shortcut=self.shortcut,
+                       skip=self.skip)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes)(x)
 
@@ -186,10 +196,12 @@ def _make_vgg(depth):
 
 
 def _make_resnet(stage_sizes, widths, shortcut):
-  def make(num_classes, width=1.0):
+  def make(num_classes, width=1.0, skip=True):
     _check_positive("width", width, (int, float))
+    if not isinstance(skip, (bool, np.bool_)):
+      raise ValueError(f"skip={skip!r} must be a bool (True: shortcuts, False: Li et al.'s noshort)")
     return ResNet(stage_sizes=stage_sizes, widths=widths, num_classes=num_classes,
-                  width=float(width), shortcut=shortcut)
+                  width=float(width), shortcut=shortcut, skip=bool(skip))
   return make
 
 
@@ -200,6 +212,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg13": _make_vgg(13),
     "vgg16": _make_vgg(16),
     "resnet20": _make_resnet((3, 3, 3), (16, 32, 64), "pad"),
+    "resnet56": _make_resnet((9, 9, 9), (16, 32, 64), "pad"),
     "resnet18": _make_resnet((2, 2, 2, 2), (64, 128, 256, 512), "conv"),
 }
 
@@ -208,7 +221,8 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
   """The model called `name` (see MODELS) for `num_classes` outputs.
 
   Options: mlp(widths, activation), small_cnn(features, dense), vgg11/13/16(width),
-  resnet20/resnet18(width); `width` multiplies every channel count. Unknown names or options and
+  resnet20/resnet56/resnet18(width, skip); `width` multiplies every channel count, skip=False
+  removes the residual shortcuts (Li et al.'s "noshort"). Unknown names or options and
   non-positive sizes are a ValueError naming the value and what is allowed.
   """
   if name not in MODELS:

@@ -222,3 +222,30 @@ def test_init_variables_matches_shapes():
   assert jax.tree_util.tree_map(jnp.shape, v) == jax.tree_util.tree_map(lambda s: s.shape,
                                                                         _shapes(m, (4,)))
   assert trees.num_params(v) == _dense(4, 5) + _dense(5, 3)
+
+
+# ---------------------------------------------------------------- skip connections (Li et al. §5)
+
+def test_resnet56_and_noskip_parameter_counts():
+  r56 = _resnet_count((9, 9, 9), (16, 32, 64), 3, 10, "pad")
+  assert 0.84e6 < r56 < 0.86e6  # He et al. 2016, Table 6: 0.85M
+  count = lambda name, **kw: trees.num_params(
+      _shapes(models.create_model(name, 10, **kw), (32, 32, 3))["params"])
+  assert count("resnet56") == r56
+  # The "pad" shortcut has no parameters: removing it changes nothing in the count ...
+  assert count("resnet56", skip=False) == r56
+  assert count("resnet20", skip=False, width=0.25) == count("resnet20", width=0.25)
+  # ... the "conv" projection has: ResNet-18-noshort is ResNet-18 minus its 3 projections.
+  no_proj = _resnet_count((2, 2, 2, 2), (64, 128, 256, 512), 3, 10, "pad")
+  assert count("resnet18", skip=False) == no_proj < count("resnet18")
+
+
+@pytest.mark.parametrize("skip", [0, 1, "False", None])
+def test_create_model_rejects_non_bool_skip(skip):
+  with pytest.raises(ValueError, match=r"skip=.* must be a bool"):
+    models.create_model("resnet56", 10, skip=skip)
+
+
+def test_noskip_is_only_for_resnets():
+  with pytest.raises(ValueError, match=r"unknown option\(s\) skip for model 'vgg13'"):
+    models.create_model("vgg13", 10, skip=False)
