@@ -6,7 +6,8 @@ WORKDIR/landscape; the trained run's own files are never touched):
                      other_workdir, the other minimum ("b") along its own filter-normalized
                      direction (same seed); metadata (JSON string)
   line.png           loss and accuracy curves, the minima overlaid
-  plane.npz          axis (G,), "<split>/<metric>" (G, G) indexed [x, y]; metadata
+  plane.npz          axis (G,), "<split>/<metric>" (G, G) indexed [x, y]; metadata (with each
+                     split's loss-surface curvature: landscape.surface_curvature)
   plane_{contour,contourf,heatmap,surface3d}.png   the first split's loss
   interpolation.npz / .png   with other_workdir: (1-α)θ_a + αθ_b, α in [interp_lo, interp_hi]
 Directions are Li et al.'s filter-normalized random directions (2018, "Visualizing the Loss
@@ -133,7 +134,11 @@ def _plane(job: _Job, bases) -> str:
       a, lambda fn, **k: landscape.plane(fn, a.params, basis, num=g, lo=float(c.grid_lo),
                                          hi=float(c.grid_hi), **k), g * g, "plane")
   out = job.path("plane.npz")
-  files.save_npz_atomic(out, {"axis": axis, **grids}, {**job.meta, "directions": [1, 2]})
+  # How non-convex the plane is (Li et al. §5-6): negative-curvature share, mean |λmin/λmax|.
+  curvature = {s: landscape.surface_curvature(axis, axis, grids[f"{s}/loss"]) for s in job.splits
+               if f"{s}/loss" in grids}
+  files.save_npz_atomic(out, {"axis": axis, **grids},
+                        {**job.meta, "directions": [1, 2], "curvature": curvature})
   first = job.splits[0]
   z = grids[f"{first}/loss"]
   for kind in plots.KINDS_2D:
