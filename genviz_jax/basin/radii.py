@@ -28,6 +28,7 @@ from genviz_jax import directions as directions_lib
 from genviz_jax import engine
 from genviz_jax import trees
 from genviz_jax.basin.bisection import bracket_and_bisect
+from genviz_jax.basin.gaussian import GaussianMass, log_gaussian_mass
 from genviz_jax.basin.sampling import (RandomDirections, _check_preconditioner, _check_same_tree)
 from genviz_jax.basin.store import ChunkStore, fingerprint
 from genviz_jax.basin.volume import VolumeEstimate, log_volume
@@ -96,6 +97,28 @@ class Radii:
       raise ValueError("a radius is 0 (a zero direction?); volumes need every radius > 0")
     return log_volume(r, self.dim, log_weights=log_w, censored=self.censored, measure=self.measure,
                       **kwargs)
+
+  def gaussian_mass(self, sigma: float, **kwargs) -> GaussianMass:
+    """log prior mass of the basin under N(μ, σ² I_n) (basin.gaussian): Euclidean radii and the
+    importance weights exactly as `volume()` uses them.
+
+    Keyword arguments go to `log_gaussian_mass` (projection and offset_norm for a prior centred
+    away from θ*, from basin.gaussian.offset_projections; num_bootstrap, confidence, seed).
+    Only isotropic sweeps (norm="none") have Euclidean radii.
+    """
+    if self.measure != "isotropic":
+      raise ValueError(f"gaussian_mass needs Euclidean radii (norm='none', measure 'isotropic'); "
+                       f"this sweep's measure is {self.measure!r}")
+    r = self.euclidean()
+    log_w = None
+    if self.base_norm is not None:
+      lw = -self.dim * (np.log(np.asarray(self.direction_norm, np.float64))
+                        - np.log(np.asarray(self.base_norm, np.float64)))
+      log_w = np.broadcast_to(lw[:, None] if r.ndim == 2 else lw, r.shape)
+    if np.any(r <= 0):
+      raise ValueError("a radius is 0 (a zero direction?); masses need every radius > 0")
+    return log_gaussian_mass(r, self.dim, sigma, log_weights=log_w, censored=self.censored,
+                             **kwargs)
 
   def arrays(self) -> dict[str, np.ndarray]:
     out = {k: getattr(self, k) for k in ("radius", "censored", "converged", "value", "num_evals",

@@ -103,6 +103,26 @@ def log_volume(radii: Any, dim: int, *, log_weights: Any | None = None, censored
 
   Returns a VolumeEstimate (float64 arithmetic throughout).
   """
+  if measure not in MEASURES:
+    raise ValueError(f"measure={measure!r}; allowed: {', '.join(MEASURES)}")
+  r, dim, log_w, num_cens = check_samples(radii, dim, log_weights=log_weights, censored=censored,
+                                          num_bootstrap=num_bootstrap, confidence=confidence)
+  lw = dim * np.log(r) + log_w
+  log_mean, ess, max_share = weight_statistics(lw)
+  log_ball = log_ball_volume(dim)
+  ci = (float("nan"), float("nan"))
+  if num_bootstrap > 0:
+    ci = bootstrap_ci(lw, int(num_bootstrap), confidence, seed)
+    ci = (log_ball + ci[0], log_ball + ci[1])
+  return VolumeEstimate(log_volume=log_ball + log_mean, ci=ci, effective_sample_size=ess,
+                        max_share=max_share, num_samples=int(lw.size), num_censored=num_cens,
+                        dim=dim, measure=measure, log_ball=log_ball, confidence=float(confidence))
+
+
+def check_samples(radii: Any, dim: Any, *, log_weights: Any | None, censored: Any | None,
+                  num_bootstrap: Any, confidence: Any) -> tuple[np.ndarray, int, np.ndarray, int]:
+  """The arguments shared by log_volume and basin.gaussian, checked: (radii float64, n,
+  log-weights (zeros when None), number censored). ValueError names the bad value."""
   r = np.asarray(radii, np.float64)
   if r.ndim not in (1, 2) or (r.ndim == 2 and r.shape[1] != 2):
     raise ValueError(f"radii has shape {r.shape}; expected (K,) or (K, 2)")
@@ -113,44 +133,40 @@ def log_volume(radii: Any, dim: int, *, log_weights: Any | None = None, censored
     raise ValueError(f"radii contains {bad!r}; every radius must be finite and > 0")
   if isinstance(dim, bool) or not float(dim).is_integer() or dim <= 0:
     raise ValueError(f"dim={dim!r} must be a positive integer")
-  dim = int(dim)
-  if measure not in MEASURES:
-    raise ValueError(f"measure={measure!r}; allowed: {', '.join(MEASURES)}")
   if not 0.0 < confidence < 1.0:
     raise ValueError(f"confidence={confidence!r} must be in (0, 1)")
   if isinstance(num_bootstrap, bool) or int(num_bootstrap) != num_bootstrap or num_bootstrap < 0:
     raise ValueError(f"num_bootstrap={num_bootstrap!r} must be an integer >= 0")
-  lw = dim * np.log(r)
+  w = np.zeros(r.shape)
   if log_weights is not None:
     w = np.asarray(log_weights, np.float64)
     if w.shape != r.shape:
       raise ValueError(f"log_weights has shape {w.shape}; radii has {r.shape}")
     if not np.all(np.isfinite(w)):
       raise ValueError("log_weights contains a non-finite value")
-    lw = lw + w
   num_cens = 0
   if censored is not None:
     c = np.asarray(censored, bool)
     if c.shape != r.shape:
       raise ValueError(f"censored has shape {c.shape}; radii has {r.shape}")
     num_cens = int(c.sum())
-  flat = lw.ravel()
+  return r, int(dim), w, num_cens
+
+
+def weight_statistics(log_w: np.ndarray) -> tuple[float, float, float]:
+  """(logmeanexp, ESS, largest share) of per-sample log-weights (any shape, all samples pooled).
+
+  ESS = (Σw)²/Σw², largest share = max w / Σw, in log space (float64): w may be e^{10^7}.
+  """
+  flat = np.asarray(log_w, np.float64).ravel()
   lse = float(_logsumexp(flat))
-  log_mean = lse - math.log(flat.size)
   ess = float(math.exp(2 * lse - float(_logsumexp(2 * flat))))
-  max_share = float(math.exp(float(flat.max()) - lse))
-  log_ball = log_ball_volume(dim)
-  ci = (float("nan"), float("nan"))
-  if num_bootstrap > 0:
-    ci = _bootstrap_ci(lw, int(num_bootstrap), confidence, seed)
-    ci = (log_ball + ci[0], log_ball + ci[1])
-  return VolumeEstimate(log_volume=log_ball + log_mean, ci=ci, effective_sample_size=ess,
-                        max_share=max_share, num_samples=int(flat.size), num_censored=num_cens,
-                        dim=dim, measure=measure, log_ball=log_ball, confidence=float(confidence))
+  return lse - math.log(flat.size), ess, float(math.exp(float(flat.max()) - lse))
 
 
-def _bootstrap_ci(lw: np.ndarray, num: int, confidence: float, seed: int) -> tuple[float, float]:
-  """Percentile interval of logmeanexp over rows of lw (K,) or (K, 2), resampled with replacement."""
+def bootstrap_ci(lw: np.ndarray, num: int, confidence: float, seed: int) -> tuple[float, float]:
+  """Percentile interval of logmeanexp over rows of lw (K,) or (K, 2), resampled with replacement
+  (shared by basin.volume and basin.gaussian)."""
   rng = np.random.default_rng(seed)
   rows = lw.reshape(lw.shape[0], -1)
   k = rows.shape[0]
