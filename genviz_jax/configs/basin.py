@@ -9,15 +9,16 @@ Writes WORKDIR/basin/ (or --outdir): basin.json, radii.npy, radii_details.npz, h
 chunks/ (finished chunks; rerunning the same command resumes a killed sweep).
 Variants: `quick` (256 directions, a smoke test), `paper` (5000 directions, the authors' upper count),
 `isotropic` (Gaussian directions: a volume in parameter space rather than in filter-normalized
-coordinates). Expected on the swiss roll MLP (~3.6k parameters): the clean minimum's radii are
-larger than the poisoned one's; 10,000 directions take seconds on a CPU (benchmarks/).
+coordinates), `gaussian` (isotropic, Adam-preconditioned directions, and the Gaussian-prior mass
+with σ = 1 next to the volume). Expected on the swiss roll MLP (~3.6k parameters): the clean
+minimum's radii are larger than the poisoned one's; 10,000 directions take seconds on a CPU (benchmarks/).
 """
 
 import ml_collections
 
 
 def get_config(variant: str = ""):
-  variants = ("", "quick", "paper", "isotropic")
+  variants = ("", "quick", "paper", "isotropic", "gaussian")
   if variant not in variants:
     raise ValueError(f"config variant {variant!r} is not one of: {', '.join(variants[1:])}")
   c = ml_collections.ConfigDict()
@@ -42,13 +43,25 @@ def get_config(variant: str = ""):
   c.confidence = 0.95
   c.step = -1  # checkpoint step; -1: the latest
   c.shard = True  # shard directions over all local devices when there are several
+  # Importance sampling (Scherlis & Belrose 2025): "" none | "adam": directions P·g with
+  # P ∝ v^{-1/2} (det 1), v = Adam's second moment, estimated as the mean squared train-minibatch
+  # gradient at θ*. Needs norm "none".
+  c.preconditioner = ""
+  c.preconditioner_batch_size = 0  # minibatch of that estimate; 0: the run's batch_size, or 32
+  # Gaussian-prior mass of the basin (basin.gaussian): 0 = off; > 0 = also report
+  # log10 N(μ, σ²I)(basin) with σ = prior_sigma in basin.json (needs norm "none").
+  c.prior_sigma = 0.0
+  c.prior_centre = "minimum"  # minimum: μ = θ* | zero: μ = 0 (an initialization-like prior)
   if variant == "quick":
     c.num_directions = 256
     c.chunk_size = 128
     c.num_bootstrap = 200
   elif variant == "paper":
     c.num_directions = 5000
-  elif variant == "isotropic":
+  elif variant in ("isotropic", "gaussian"):
     c.norm = "none"
     c.r_init = 1.0 / 64
+  if variant == "gaussian":
+    c.preconditioner = "adam"
+    c.prior_sigma = 1.0
   return c
