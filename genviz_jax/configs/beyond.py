@@ -42,7 +42,7 @@ def get_config(variant: str = ""):
 
   c.skip = ml_collections.ConfigDict()
   c.skip.quick = quick             # digits_resnet's quick variants (a few steps)
-  c.skip.grid_points = 7 if quick else 25
+  c.skip.grid_points = 7 if quick else 15
   c.skip.range = 1.0               # [-range, range]^2 in filter-normalized units (Li et al.)
   c.skip.direction_seed = 0
   return c
