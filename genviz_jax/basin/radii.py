@@ -2,8 +2,9 @@
 
 Radius: along direction d_k, the smallest r > 0 at which the chosen metric of θ* + r·d_k crosses a
 threshold τ (train loss above τ, or train accuracy below τ). All directions of a chunk are solved
-together inside one `lax.while_loop` (basin.bisection): geometric bracketing, then bisection,
-each direction with its own convergence mask; the radius returned is the smallest radius actually
+together inside one `lax.while_loop` (basin.bisection): geometric bracketing, then safeguarded
+interpolation (method="chandrupatla", default) or bisection of the bracket, each direction with
+its own convergence mask; the radius returned is the smallest radius actually
 EVALUATED past the threshold, so r* <= radius <= r*·(1 + rtol) for a metric that crosses once.
 Directions still inside at r_max are censored: flagged, counted, reported with radius r_max, never
 dropped. Chunks of directions stream through the engine (engine.stream): one compiled function,
@@ -27,13 +28,15 @@ import numpy as np
 from genviz_jax import directions as directions_lib
 from genviz_jax import engine
 from genviz_jax import trees
-from genviz_jax.basin.bisection import bracket_and_bisect
+from genviz_jax.basin.bisection import bracket_and_bisect, bracket_and_interpolate, log_score
 from genviz_jax.basin.gaussian import GaussianMass, log_gaussian_mass
 from genviz_jax.basin.sampling import (RandomDirections, _check_preconditioner, _check_same_tree)
 from genviz_jax.basin.store import ChunkStore, fingerprint
 from genviz_jax.basin.volume import VolumeEstimate, log_volume
 
 PyTree = Any
+# Root finders of the bracket (basin.bisection): halving, or safeguarded interpolation.
+METHODS = ("bisection", "chandrupatla")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,10 +240,10 @@ def _direction(spec, material, params, k):
   return jax.tree.map(lambda a, p: a * p.astype(a.dtype), d, precond), trees.tree_norm(d)
 
 
-def _solve_chunk(loss_fn, indices, args, *, spec, metric, two_sided, crossing, r_init, r_max,
-                 rtol, max_iter, dtype, point_batch, data_batch, cache):
+def _solve_chunk(loss_fn, indices, args, *, spec, metric, two_sided, crossing, method, r_init,
+                 r_max, rtol, max_iter, dtype, point_batch, data_batch, cache):
   """Radii of the directions `indices` (B,): one lax.while_loop over the chunk. TRACEABLE."""
-  params, data, tau, material = args
+  params, data, (tau, centre), material = args
   b = indices.shape[0]
   signs = jnp.concatenate([jnp.ones((b,), dtype), -jnp.ones((b,), dtype)]) if two_sided \
       else jnp.ones((b,), dtype)
@@ -257,9 +260,14 @@ def _solve_chunk(loss_fn, indices, args, *, spec, metric, two_sided, crossing, r
     return out[metric]
 
   above = crossing == "above"
-  res = bracket_and_bisect(metric_at, signs.shape[0],
-                           is_crossed=lambda v: ~(v <= tau) if above else ~(v >= tau),
-                           r_init=r_init, r_max=r_max, rtol=rtol, max_iter=max_iter, dtype=dtype)
+  is_crossed = lambda v: ~(v <= tau) if above else ~(v >= tau)
+  kw = dict(is_crossed=is_crossed, r_init=r_init, r_max=r_max, rtol=rtol, max_iter=max_iter,
+            dtype=dtype)
+  if method == "bisection":
+    res = bracket_and_bisect(metric_at, signs.shape[0], **kw)
+  else:
+    res = bracket_and_interpolate(metric_at, signs.shape[0],
+                                  score=lambda v: log_score(v, tau, centre), **kw)
   if two_sided:
     res = {k: jnp.stack([v[:b], v[b:]], axis=1) for k, v in res.items()}
   if cache:
@@ -326,7 +334,8 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
           max_iter: int | None = None, two_sided: bool = False, chunk_size: int = 512,
           point_batch: int = 8, data_batch: int | None = None, cache_directions: bool | None = None,
           mesh=None, store: ChunkStore | None = None,
-          on_chunk: Callable[[int, int, dict], None] | None = None) -> Radii:
+          on_chunk: Callable[[int, int, dict], None] | None = None,
+          method: str = "bisection") -> Radii:
   """Basin radius of θ* = params along K directions (module docstring).
 
   Args:
@@ -344,7 +353,8 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
     r_init, r_max: first bracketing radius and the largest radius tried, in units of the direction.
     rtol: relative tolerance: r* <= radius <= r*·(1 + rtol) for a metric that crosses once.
       (In high dimension this bounds log-volume's bias by n·log(1 + rtol) nats.)
-    max_iter: iteration cap per chunk; default covers bracketing plus bisection to rtol plus 30.
+    max_iter: iteration cap per chunk; default covers bracketing plus bisection to rtol plus 30
+      (either method).
     two_sided: also the radius along -d_k (radius gets a trailing axis (+, -)).
     chunk_size: directions per compiled call (per device when sharded over a mesh).
     point_batch, data_batch: the engine's chunking (engine.point_metrics).
@@ -356,14 +366,27 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
     on_chunk: called as on_chunk(done, K, arrays) after every chunk (progress); arrays: the
       chunk's results (num_evals counts the points it evaluated; a chunk found in `store`
       comes with arrays["resumed"] = True).
+    method: how the bracket is refined, both to the same rtol from the same bracket:
+      "bisection" (default): halving (bracket_and_bisect); radii depend on the metric only
+      through crossed / not crossed, so they are bit-identical for any chunk_size, point_batch,
+      device count or resume. "chandrupatla": safeguarded interpolation of
+      g = log((m - m(θ*)) / (τ - m(θ*))) in log r (bracket_and_interpolate; Chandrupatla 1997,
+      Brent 1973): about 0.4x the evaluations on smooth losses (6.2 vs 15.7 per direction on
+      the swiss-roll MLP), at most about one more on step-like metrics. Its radii use the
+      metric's values, so they are bit-identical across chunk sizes, device counts and resumes
+      at a fixed point_batch / data_batch, but move within rtol when those change the last bits
+      of the metric (XLA's batched kernels). Stores record a method other than bisection.
 
   Returns:
     Radii (numpy).
 
   Raises:
     ValueError: trees unlike params, K <= 0, r_max <= 0, r_init outside (0, r_max], rtol outside
-      (0, 1), a threshold the centre already crosses, non-finite metrics at the centre.
+      (0, 1), a threshold the centre already crosses, non-finite metrics at the centre, an
+      unknown method.
   """
+  if method not in METHODS:
+    raise ValueError(f"method={method!r}; allowed: {', '.join(METHODS)}")
   r_init, r_max, rtol = _check_settings(params, r_init, r_max, rtol, chunk_size, point_batch,
                                         mesh)
   sweep = _sweep_of(directions, params)
@@ -381,7 +404,7 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
   if cache_directions is None:
     cache_directions = chunk_size * trees.num_params(params) * 4 <= 256 * 2 ** 20
   solve = engine.Bound(_solve_chunk, spec=sweep.spec, metric=metric, two_sided=bool(two_sided),
-                       crossing=crossing, r_init=r_init, r_max=r_max, rtol=rtol,
+                       crossing=crossing, method=method, r_init=r_init, r_max=r_max, rtol=rtol,
                        max_iter=int(max_iter), dtype=jnp.dtype(dtype), point_batch=int(point_batch),
                        data_batch=data_batch, cache=bool(cache_directions))
   step = int(chunk_size) * engine.sharding.axis_size(mesh, engine.sharding.POINT_AXIS)
@@ -391,8 +414,9 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
         spec=None if sweep.spec is None else _spec_json(sweep.spec, params),
         threshold=tau, metric=metric, crossing=crossing, r_init=r_init, r_max=r_max, rtol=rtol,
         max_iter=max_iter, two_sided=bool(two_sided), step=step, point_batch=point_batch,
-        data_batch=data_batch))
-  args = jax.device_put((params, data, jnp.asarray(tau, dtype), sweep.material))
+        data_batch=data_batch, **({} if method == "bisection" else {"method": method})))
+  levels = (jnp.asarray(tau, dtype), jnp.asarray(centre[metric], dtype))
+  args = jax.device_put((params, data, levels, sweep.material))
   parts = _run_chunks(solve, (loss_fn,), args, sweep.num, step, mesh, store, on_chunk)
   res = {k: np.concatenate([p[k] for p in parts])[:sweep.num] for k in parts[0]}
   return Radii(radius=res["radius"], censored=res["censored"], converged=res["converged"],
