@@ -309,7 +309,7 @@ def _basin_config(**overrides):
   return c
 
 
-@pytest.mark.parametrize("centre", ["minimum", "zero"])
+@pytest.mark.parametrize("centre", ["minimum", pytest.param("zero", marks=pytest.mark.slow)])
 def test_basin_job_reports_both_measures_with_adam_preconditioner(trained_workdir, tmp_path,
                                                                    centre):
   from genviz_jax.jobs import basin as basin_job

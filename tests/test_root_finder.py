@@ -155,6 +155,7 @@ np.save({out!r}, r.radius)
 """
 
 
+@pytest.mark.slow
 def test_four_simulated_devices_give_identical_radii(tmp_path):
   sys.path.insert(0, os.path.join(ROOT, "tests"))
   import sharding_worker

@@ -56,6 +56,7 @@ def _quick():
   return c
 
 
+@pytest.mark.slow
 def test_binary_writes_every_measure_and_leaves_trainer_files_alone(tiny_workdir):
   before = _listing(tiny_workdir)
   s = binary.compute(_quick(), tiny_workdir)

@@ -131,7 +131,8 @@ def test_cifar10_resnet_quick_trains_on_mock_tfds(tmp_path, variant):
 
 
 @pytest.mark.parametrize("variant", [
-    "noskip_quick", pytest.param("quick", marks=pytest.mark.slow)])
+    pytest.param("noskip_quick", marks=pytest.mark.slow),
+    pytest.param("quick", marks=pytest.mark.slow)])
 def test_digits_resnet_quick_trains(tmp_path, variant):
   from genviz_jax import workdir
   c = _load_config("experiments/configs/digits_resnet.py", variant)

@@ -76,6 +76,7 @@ def killed_and_resumed(tmp_path_factory):
   return killed, whole, at_kill
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_ends_bit_identical(killed_and_resumed):
   killed, whole, at_kill = killed_and_resumed
   assert at_kill and max(at_kill) < KILL_STEPS
