@@ -56,6 +56,7 @@ def _quick_connectivity(**overrides):
   return c
 
 
+@pytest.mark.slow
 def test_connectivity_job_endpoints_are_the_trained_models(runs, tmp_path):
   from genviz_jax import workdir
   from genviz_jax.jobs import connectivity

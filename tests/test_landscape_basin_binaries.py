@@ -62,6 +62,7 @@ _SWEEP = ["--config=experiments/configs/basin.py", "--config.num_directions=512"
           "--config.chunk_size=4", "--config.num_bootstrap=100", "--config.threshold=0.5"]
 
 
+@pytest.mark.slow
 def test_killed_basin_sweep_resumes_to_identical_radii(workdirs, tmp_path):
   from genviz_jax import basin, workdir as workdir_lib
   outdir = str(tmp_path / "basin")
