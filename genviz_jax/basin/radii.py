@@ -2,8 +2,8 @@
 
 Radius: along direction d_k, the smallest r > 0 at which the chosen metric of θ* + r·d_k crosses a
 threshold τ (train loss above τ, or train accuracy below τ). All directions of a chunk are solved
-together inside one `lax.while_loop` (basin.bisection): geometric bracketing, then safeguarded
-interpolation (method="chandrupatla", default) or bisection of the bracket, each direction with
+together inside one `lax.while_loop` (basin.bisection): geometric bracketing, then bisection of the
+bracket (default) or safeguarded interpolation (method="chandrupatla"), each direction with
 its own convergence mask; the radius returned is the smallest radius actually
 EVALUATED past the threshold, so r* <= radius <= r*·(1 + rtol) for a metric that crosses once.
 Directions still inside at r_max are censored: flagged, counted, reported with radius r_max, never
@@ -90,16 +90,22 @@ class Radii:
     log_w = None
     if self.measure == "isotropic":
       r = self.euclidean()
-      if self.base_norm is not None:
-        lw = -self.dim * (np.log(np.asarray(self.direction_norm, np.float64))
-                          - np.log(np.asarray(self.base_norm, np.float64)))
-        log_w = np.broadcast_to(lw[:, None] if r.ndim == 2 else lw, r.shape)
+      log_w = self._log_weights(r)
     else:
       r = np.asarray(self.radius, np.float64)
     if np.any(r <= 0):
       raise ValueError("a radius is 0 (a zero direction?); volumes need every radius > 0")
     return log_volume(r, self.dim, log_weights=log_w, censored=self.censored, measure=self.measure,
                       **kwargs)
+
+  def _log_weights(self, r: np.ndarray) -> np.ndarray | None:
+    """Importance log-weights -n·log(||P g_k|| / ||g_k||) of preconditioned directions
+    (basin.sampling), shaped like r; None for plain directions."""
+    if self.base_norm is None:
+      return None
+    lw = -self.dim * (np.log(np.asarray(self.direction_norm, np.float64))
+                      - np.log(np.asarray(self.base_norm, np.float64)))
+    return np.broadcast_to(lw[:, None] if r.ndim == 2 else lw, r.shape)
 
   def gaussian_mass(self, sigma: float, **kwargs) -> GaussianMass:
     """log prior mass of the basin under N(μ, σ² I_n) (basin.gaussian): Euclidean radii and the
@@ -113,15 +119,10 @@ class Radii:
       raise ValueError(f"gaussian_mass needs Euclidean radii (norm='none', measure 'isotropic'); "
                        f"this sweep's measure is {self.measure!r}")
     r = self.euclidean()
-    log_w = None
-    if self.base_norm is not None:
-      lw = -self.dim * (np.log(np.asarray(self.direction_norm, np.float64))
-                        - np.log(np.asarray(self.base_norm, np.float64)))
-      log_w = np.broadcast_to(lw[:, None] if r.ndim == 2 else lw, r.shape)
     if np.any(r <= 0):
       raise ValueError("a radius is 0 (a zero direction?); masses need every radius > 0")
-    return log_gaussian_mass(r, self.dim, sigma, log_weights=log_w, censored=self.censored,
-                             **kwargs)
+    return log_gaussian_mass(r, self.dim, sigma, log_weights=self._log_weights(r),
+                             censored=self.censored, **kwargs)
 
   def arrays(self) -> dict[str, np.ndarray]:
     out = {k: getattr(self, k) for k in ("radius", "censored", "converged", "value", "num_evals",
