@@ -165,3 +165,42 @@ def test_quick_beyond_job_end_to_end_and_resume(tmp_path):
   after = {p: os.stat(os.path.join(w, "phases", p)).st_mtime_ns
            for p in os.listdir(os.path.join(w, "phases"))}
   assert before == after  # every phase was found done and skipped
+
+
+def test_connectivity_job_recomputes_batchnorm_statistics_at_each_point():
+  """The job's BatchNorm statistics are the batch mean and variance of the layer's input, computed
+  by hand here, and the evaluated curve at t = 0 is the start model with those statistics."""
+  import types
+  import flax.linen as nn
+  import jax.numpy as jnp
+  from genviz_jax import objectives
+  from genviz_jax.jobs import connectivity
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+      h = nn.Dense(4)(x)
+      h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h)
+      return nn.Dense(3)(nn.relu(h))
+
+  model = Net()
+  rng = np.random.RandomState(0)
+  batch = {"x": jnp.asarray(rng.randn(64, 5), jnp.float32),
+           "y": jnp.asarray(rng.randint(0, 3, 64), jnp.int32)}
+  va = model.init(jax.random.key(0), batch["x"])
+  vb = model.init(jax.random.key(1), batch["x"])
+  trained = types.SimpleNamespace(model=model, model_state={"batch_stats": va["batch_stats"]},
+                                  metric_fn=None)
+  m = connectivity._Model(trained)
+  assert m.bn
+  stats = m.stats_fn(va["params"], batch)["BatchNorm_0"]
+  k = va["params"]["Dense_0"]
+  h = np.asarray(batch["x"], np.float64) @ np.asarray(k["kernel"]) + np.asarray(k["bias"])
+  np.testing.assert_allclose(stats["mean"], h.mean(0), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(stats["var"], h.var(0), rtol=1e-4, atol=1e-6)
+  res = m.evaluate("bezier", va["params"], connectivity.connectivity.init_bend(
+      va["params"], vb["params"]), vb["params"], np.array([0.0, 0.5, 1.0]), batch, batch, None, 1)
+  logits = model.apply({"params": va["params"], "batch_stats": {"BatchNorm_0": stats}},
+                       batch["x"], train=False)
+  ce = float(jnp.mean(objectives.cross_entropy(logits, batch["y"])))
+  np.testing.assert_allclose(res["loss"][0], ce, rtol=1e-5)
