@@ -114,7 +114,7 @@ def test_config_variants_and_recipe():
 
 
 @pytest.mark.parametrize("variant", [
-    "resnet20_noskip_quick",
+    pytest.param("resnet20_noskip_quick", marks=pytest.mark.slow),
     pytest.param("resnet20_quick", marks=pytest.mark.slow),
     pytest.param("resnet56_quick", marks=pytest.mark.slow),
     pytest.param("resnet56_noskip_quick", marks=pytest.mark.slow),
