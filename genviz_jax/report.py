@@ -13,6 +13,8 @@ import math
 import os
 from typing import Any, Sequence
 
+from genviz_jax import files
+
 
 @dataclasses.dataclass
 class Claim:
@@ -99,3 +101,17 @@ def write_report(path: str, title: str, intro: str, claims: Sequence[Claim],
     f.write(render_html(title, intro, claims, sections))
   os.replace(tmp, path)
   return path
+
+
+def write_job_outputs(workdir: str, title: str, intro: str, claims: Sequence[Claim],
+                      sections: Sequence[Section], results: dict) -> dict[str, str]:
+  """A job's WORKDIR/paper_summary.json (claims, how many hold, each phase's wall time, every
+  phase's numbers under "results") and WORKDIR/report.html; returns their paths."""
+  summary = {"claims": [c.to_json() for c in claims],
+             "claims_hold": sum(c.holds is True for c in claims), "claims_total": len(claims),
+             "phase_wall_time_s": {k: v.get("wall_time_s") for k, v in results.items()},
+             "results": results}
+  summary_path = os.path.join(workdir, "paper_summary.json")
+  files.write_json_atomic(summary_path, summary)
+  report_path = write_report(os.path.join(workdir, "report.html"), title, intro, claims, sections)
+  return {"report": report_path, "summary": summary_path}

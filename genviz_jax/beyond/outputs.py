@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-from genviz_jax import files
 from genviz_jax import report
 from genviz_jax.beyond.claims import claims
 
@@ -76,17 +75,9 @@ def _figures(res: dict) -> list[str]:
 
 def write_outputs(workdir: str, results: dict) -> dict[str, str]:
   """Writes paper_summary.json and report.html; returns their paths."""
-  cl = claims(results)
-  summary = {"claims": [c.to_json() for c in cl],
-             "claims_hold": sum(c.holds is True for c in cl), "claims_total": len(cl),
-             "phase_wall_time_s": {k: v.get("wall_time_s") for k, v in results.items()},
-             "results": results}
-  summary_path = os.path.join(workdir, "paper_summary.json")
-  files.write_json_atomic(summary_path, summary)
   sections = [report.Section(f"{title} ({results[n].get('wall_time_s', '?')} s)", text,
                              [os.path.join(workdir, f) for f in _figures(results[n])],
                              _rows(n, results[n]))
               for n, (title, text) in TEXTS.items() if n in results]
-  report_path = report.write_report(os.path.join(workdir, "report.html"),
-                                    "genviz_jax: beyond the paper", INTRO, cl, sections)
-  return {"report": report_path, "summary": summary_path}
+  return report.write_job_outputs(workdir, "genviz_jax: beyond the paper", INTRO,
+                                  claims(results), sections, results)

@@ -42,13 +42,6 @@ from genviz_jax.plots import landscape as plots
 SPLITS = ("train", "test")
 
 
-def _positive_int(c, key: str) -> int:
-  v = c[key]
-  if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-    raise ValueError(f"config.{key}={v!r} must be a positive integer")
-  return v
-
-
 def check_config(c) -> tuple[list[str], list[str], list[float]]:
   """One-line ValueError for a bad config value; returns (kinds, splits, radius_ts)."""
   kinds = comma_list(c.kinds)
@@ -59,7 +52,7 @@ def check_config(c) -> tuple[list[str], list[str], list[float]]:
   if not splits or any(s not in SPLITS for s in splits) or splits[0] != "train":
     raise ValueError(f"config.splits={c.splits!r}; allowed: train, or train,test")
   for key in ("num_steps", "num_directions", "point_batch"):
-    _positive_int(c, key)
+    engine.metrics.positive_int(f"config.{key}", c[key])
   if isinstance(c.num_t, bool) or not isinstance(c.num_t, int) or c.num_t < 2:
     raise ValueError(f"config.num_t={c.num_t!r} must be an integer >= 2")
   if isinstance(c.batch_size, bool) or not isinstance(c.batch_size, int) or c.batch_size < 0:

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from genviz_jax import engine
 from genviz_jax import files
 from genviz_jax import trajectory
 from genviz_jax import workdir as workdir_lib
@@ -36,9 +37,7 @@ def check_config(c) -> None:
     raise ValueError(f"config.margin={c.margin!r} must be a number >= 0")
   if c.split not in ("train", "test"):
     raise ValueError(f"config.split={c.split!r}; allowed: train, test")
-  pb = c.point_batch
-  if isinstance(pb, bool) or not isinstance(pb, int) or pb <= 0:
-    raise ValueError(f"config.point_batch={pb!r} must be a positive integer")
+  engine.metrics.positive_int("config.point_batch", c.point_batch)
 
 
 def run(config, workdir: str, outdir: str | None = None) -> dict:

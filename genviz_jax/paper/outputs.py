@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 from genviz_jax import report
-from genviz_jax import files
 from genviz_jax.paper.claims import claims
 
 SECTION_TEXTS: dict[str, tuple[str, str]] = {
@@ -81,14 +80,5 @@ def _sections(workdir: str, results: dict) -> list:
 def write_outputs(cfg, workdir: str, results: dict) -> dict[str, str]:
   """Writes paper_summary.json and report.html; returns their paths."""
   del cfg  # the results carry every number; the config is pinned in paper_config.json
-  cl = claims(results)
-  summary = {"claims": [c.to_json() for c in cl],
-             "claims_hold": sum(c.holds is True for c in cl), "claims_total": len(cl),
-             "phase_wall_time_s": {k: v.get("wall_time_s") for k, v in results.items()},
-             "results": results}
-  summary_path = os.path.join(workdir, "paper_summary.json")
-  files.write_json_atomic(summary_path, summary)
-  report_path = report.write_report(os.path.join(workdir, "report.html"),
-                                    "genviz_jax: the paper, reproduced", INTRO, cl,
-                                    _sections(workdir, results))
-  return {"report": report_path, "summary": summary_path}
+  return report.write_job_outputs(workdir, "genviz_jax: the paper, reproduced", INTRO,
+                                  claims(results), _sections(workdir, results), results)
