@@ -7,6 +7,8 @@
 Every evaluator takes the model's parameters as any pytree and its loss as any callable
 `loss_fn(params, batch)` (a scalar batch mean, or a dict of them), hashable or not, and
 `mesh=` (a jax.sharding.Mesh from gv.engine.point_mesh()) to shard over devices and hosts.
+On a CPU, importing genviz_jax makes one XLA device per core (if jax has not started) and
+point evaluations use them all by default (genviz_jax.engine.host).
 
 Layers (imports point down only; checked by import-linter in CI):
   paper        the paper job: phases, claims, report          (binaries: experiments/, not installed)
@@ -27,7 +29,13 @@ plots, report (figures and HTML from arrays). Submodules load on first use.
 
 import importlib
 
+from genviz_jax.engine import host as _host
+
 __version__ = "0.1.0"
+
+# One XLA CPU device per core, if jax has not started yet and the user did not choose
+# (genviz_jax.engine.host; GENVIZ_JAX_HOST_DEVICES=1 turns it off).
+_host.configure()
 
 _SUBMODULES = (
     "basin", "beyond", "boundary", "configs", "connectivity", "data", "directions", "engine", "ensemble", "files", "hessian",

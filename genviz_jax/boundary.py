@@ -90,7 +90,7 @@ def _as_grids(values: np.ndarray, resolution: int, kind: str) -> np.ndarray:
 
 
 def predictions(logits_fn: LogitsFn, params: PyTree, extent, resolution: int = 200, *,
-                kind: str = "class", stacked: bool = False, point_batch: int = 8,
+                kind: str = "class", stacked: bool = False, point_batch: int | None = None,
                 mesh=None) -> np.ndarray:
   """Predictions on the grid: (G, G) for one parameter set, (R, G, G) for `stacked` ones.
 
@@ -112,7 +112,7 @@ def predictions(logits_fn: LogitsFn, params: PyTree, extent, resolution: int = 2
 
 
 def frames(logits_fn: LogitsFn, params: PyTree, directions: Mapping[str, PyTree], alphas, extent,
-           resolution: int = 80, *, kind: str = "probability", point_batch: int = 8,
+           resolution: int = 80, *, kind: str = "probability", point_batch: int | None = None,
            mesh=None) -> dict[str, np.ndarray]:
   """Predictions on the grid at θ + α·d for every α of `alphas` along every direction d.
 

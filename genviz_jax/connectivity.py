@@ -308,7 +308,7 @@ def train_curve(loss_fn: Callable, start: PyTree, end: PyTree, data: PyTree | No
 
 def evaluate_curve(metric_fn: Callable, start: PyTree, bend: PyTree, end: PyTree, ts,
                    data: PyTree | None = None, *, kind: str = "bezier", mesh=None,
-                   point_batch: int = 8, data_batch: int | None = None, chunk_size: int = 256,
+                   point_batch: int | None = None, data_batch: int | None = None, chunk_size: int = 256,
                    progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
   """Metrics at the curve points φ(ts[k]) (through the engine, points sharded over `mesh`).
 
@@ -358,7 +358,7 @@ def _bn_impl(metric_fn, stats_fn, idx, args, *, point_batch, data_batch, stats_b
 
 def evaluate_curve_bn(metric_fn_with_state: Callable, stats_fn: Callable, start: PyTree,
                       bend: PyTree, end: PyTree, ts, data: PyTree, stats_data: PyTree, *,
-                      kind: str = "bezier", mesh=None, point_batch: int = 8,
+                      kind: str = "bezier", mesh=None, point_batch: int | None = None,
                       data_batch: int | None = None, stats_batch: int | None = None,
                       chunk_size: int = 256,
                       progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
@@ -382,8 +382,9 @@ def evaluate_curve_bn(metric_fn_with_state: Callable, stats_fn: Callable, start:
     start, bend, end, ts, kind: the curve (as evaluate_curve).
     data: the evaluation set, (N, ...) arrays. stats_data: the set the statistics come from
       (the training set), (N_s, ...) arrays.
-    mesh: points sharded over its "points" axis (data is not split here).
-    point_batch: points vmapped together. data_batch / stats_batch: examples per chunk of data
+    mesh: points sharded over its "points" axis (data is not split here); None: as
+      engine.evaluate_points (every local CPU device on a CPU).
+    point_batch: points vmapped together (None: engine.sizes' default). data_batch / stats_batch: examples per chunk of data
       / per statistics batch (the BatchNorm batch size; None: the whole set).
     chunk_size, progress: as engine.evaluate_points.
 
@@ -391,7 +392,9 @@ def evaluate_curve_bn(metric_fn_with_state: Callable, stats_fn: Callable, start:
     dict name -> (K, ...) float32.
   """
   _, delta, k = curve_delta(kind, start, bend, end, ts)
-  point_batch = engine.metrics.positive_int("point_batch", point_batch)
+  point_batch = engine.sizes.point_batch_for(start, point_batch)
+  engine.check_mesh(mesh)
+  mesh = engine.host.resolve_mesh(mesh)
   data_batch = engine.metrics.optional_positive_int("data_batch", data_batch)
   stats_batch = engine.metrics.optional_positive_int("stats_batch", stats_batch)
   chunk_size = engine.metrics.positive_int("chunk_size", chunk_size)
@@ -401,7 +404,7 @@ def evaluate_curve_bn(metric_fn_with_state: Callable, stats_fn: Callable, start:
     engine.data_size(d)
   impl = engine.Bound(_bn_impl, point_batch=point_batch, data_batch=data_batch,
                       stats_batch=stats_batch)
-  args = jax.device_put((delta, data, stats_data))
+  args = engine.sharding.place((delta, data, stats_data), mesh)
   parts: dict[str, list[np.ndarray]] = {}
   for _, _, out in engine.stream(impl, (metric_fn_with_state, stats_fn), k, args,
                                  chunk_size=chunk_size, unit=point_batch, mesh=mesh,

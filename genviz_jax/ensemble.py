@@ -109,7 +109,7 @@ def train_many(model: nn.Module, tx: optax.GradientTransformation, params: PyTre
   return params, snaps
 
 
-def evaluate_many(model: nn.Module, params: PyTree, split: dict, *, point_batch: int = 8,
+def evaluate_many(model: nn.Module, params: PyTree, split: dict, *, point_batch: int | None = None,
                   data_batch: int | None = None, mesh=None) -> dict[str, np.ndarray]:
   """{"loss", "accuracy"}: (R,) means over the split for each run (inference mode).
 

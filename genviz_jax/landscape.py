@@ -58,7 +58,7 @@ def _coords(coords, d: int) -> np.ndarray:
 
 
 def surface(loss_fn: Callable, params: PyTree, directions, coords, *, data: PyTree | None = None,
-            chunk_size: int = 256, point_batch: int = 8, data_batch: int | None = None,
+            chunk_size: int = 256, point_batch: int | None = None, data_batch: int | None = None,
             mesh=None, on_chunk: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
   """Metrics at the K points θ + Σ_i coords[k, i]·d_i (through the engine).
 

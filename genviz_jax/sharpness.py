@@ -176,7 +176,7 @@ def flatness_sigma(metric_fn: Callable, params: PyTree, data: PyTree | None = No
                    sigma_max: float = 1.0, num_bisection: int = 12, num_samples: int = 64,
                    magnitude_eps: float | None = None, mag_noise: str = "variance",
                    ignore_1d: bool = False, key: jax.Array | None = None,
-                   point_batch: int = 8, data_batch: int | None = None, z: float = 1.96,
+                   point_batch: int | None = None, data_batch: int | None = None, z: float = 1.96,
                    mesh=None, progress: Callable[[int, int], None] | None = None) -> FlatnessSigma:
   """PAC-Bayes flatness σ' of Jiang et al. 2019 (module docstring): bisection on log σ.
 

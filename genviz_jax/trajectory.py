@@ -148,7 +148,7 @@ def _axis(values: np.ndarray, num: int, margin: float) -> np.ndarray:
 
 
 def contour(loss_fn: Callable, final: PyTree, plane: PCAPlane, *, num: int = 31,
-            margin: float = 0.2, data: PyTree | None = None, mesh=None, point_batch: int = 8,
+            margin: float = 0.2, data: PyTree | None = None, mesh=None, point_batch: int | None = None,
             data_batch: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
   """Metrics at θ_f + x·v_1 + y·v_2 on a num × num grid covering the path (Li et al. Fig. 9).
 

@@ -28,7 +28,7 @@ import numpy as np
 from genviz_jax import directions as directions_lib
 from genviz_jax import engine
 from genviz_jax import trees
-from genviz_jax.basin.bisection import bracket_and_bisect, bracket_and_interpolate, log_score
+from genviz_jax.basin import bisection
 from genviz_jax.basin.gaussian import GaussianMass, log_gaussian_mass
 from genviz_jax.basin.sampling import (RandomDirections, _check_preconditioner, _check_same_tree)
 from genviz_jax.basin.store import ChunkStore, fingerprint
@@ -36,7 +36,11 @@ from genviz_jax.basin.volume import VolumeEstimate, log_volume
 
 PyTree = Any
 # Root finders of the bracket (basin.bisection): halving, or safeguarded interpolation.
-METHODS = ("bisection", "chandrupatla")
+METHODS = tuple(bisection.METHODS)
+# Rays in flight per chunk and device: this many point groups (bisection.refill). A chunk then
+# costs about its rays' mean evaluations, plus its slowest ray's at the end, spread over
+# SLOTS_PER_GROUP·point_batch slots.
+SLOTS_PER_GROUP = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,32 +247,33 @@ def _direction(spec, material, params, k):
 
 def _solve_chunk(loss_fn, indices, args, *, spec, metric, two_sided, crossing, method, r_init,
                  r_max, rtol, max_iter, dtype, point_batch, data_batch, cache):
-  """Radii of the directions `indices` (B,): one lax.while_loop over the chunk. TRACEABLE."""
+  """Radii of the directions `indices` (B,): one lax.while_loop over the chunk, SLOTS_PER_GROUP
+  point groups of rays at a time, each slot taking the next ray when its own is done
+  (bisection.refill). Ray j is direction j % B, along -d for j >= B (two-sided). TRACEABLE."""
   params, data, (tau, centre), material = args
   b = indices.shape[0]
-  signs = jnp.concatenate([jnp.ones((b,), dtype), -jnp.ones((b,), dtype)]) if two_sided \
-      else jnp.ones((b,), dtype)
+  num_rays = 2 * b if two_sided else b
   one = lambda k: _direction(spec, material, params, k)
   dirs, base = jax.vmap(one)(indices) if cache else (None, None)
+  slots = min(num_rays, SLOTS_PER_GROUP * point_batch)
 
-  def metric_at(r):
+  def metric_at(ray, r):
+    signed = jnp.where(ray < b, r, -r)
+
     def delta_fn(ids):
-      d = jax.tree.map(lambda x: x[ids % b], dirs) if cache else jax.vmap(
-          lambda i: one(indices[i % b])[0])(ids)
-      return engine.scale_rows(d, (signs * r)[ids])
-    out = engine.point_metrics(loss_fn, params, delta_fn, jnp.arange(signs.shape[0]), data,
+      j = ray[ids] % b
+      d = jax.tree.map(lambda x: x[j], dirs) if cache else jax.vmap(
+          lambda i: one(indices[i])[0])(j)
+      return engine.scale_rows(d, signed[ids])
+    out = engine.point_metrics(loss_fn, params, delta_fn, jnp.arange(slots), data,
                                point_batch=point_batch, data_batch=data_batch)
     return out[metric]
 
   above = crossing == "above"
   is_crossed = lambda v: ~(v <= tau) if above else ~(v >= tau)
-  kw = dict(is_crossed=is_crossed, r_init=r_init, r_max=r_max, rtol=rtol, max_iter=max_iter,
-            dtype=dtype)
-  if method == "bisection":
-    res = bracket_and_bisect(metric_at, signs.shape[0], **kw)
-  else:
-    res = bracket_and_interpolate(metric_at, signs.shape[0],
-                                  score=lambda v: log_score(v, tau, centre), **kw)
+  cfg = bisection.Config(is_crossed, lambda v: bisection.log_score(v, tau, centre), r_init,
+                         r_max, rtol, dtype)
+  res = bisection.refill(metric_at, num_rays, slots, method, cfg, max_iter)
   if two_sided:
     res = {k: jnp.stack([v[:b], v[b:]], axis=1) for k, v in res.items()}
   if cache:
@@ -289,7 +294,8 @@ def _check_settings(params, r_init, r_max, rtol, chunk_size, point_batch, mesh) 
   if not 0 < float(rtol) < 1:
     raise ValueError(f"rtol={rtol!r} must be in (0, 1)")
   _check_count("chunk_size", chunk_size)
-  _check_count("point_batch", point_batch)
+  if point_batch is not None:
+    _check_count("point_batch", point_batch)
   engine.check_mesh(mesh)
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
@@ -333,7 +339,7 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
           metric: str = "loss", crossing: str | None = None, relative: bool = False,
           r_init: float = 0.125, r_max: float = 64.0, rtol: float = 1e-4,
           max_iter: int | None = None, two_sided: bool = False, chunk_size: int = 512,
-          point_batch: int = 8, data_batch: int | None = None, cache_directions: bool | None = None,
+          point_batch: int | None = None, data_batch: int | None = None, cache_directions: bool | None = None,
           mesh=None, store: ChunkStore | None = None,
           on_chunk: Callable[[int, int, dict], None] | None = None,
           method: str = "bisection") -> Radii:
@@ -354,15 +360,19 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
     r_init, r_max: first bracketing radius and the largest radius tried, in units of the direction.
     rtol: relative tolerance: r* <= radius <= r*·(1 + rtol) for a metric that crosses once.
       (In high dimension this bounds log-volume's bias by n·log(1 + rtol) nats.)
-    max_iter: iteration cap per chunk; default covers bracketing plus bisection to rtol plus 30
+    max_iter: evaluation cap per ray; default covers bracketing plus bisection to rtol plus 30
       (either method).
     two_sided: also the radius along -d_k (radius gets a trailing axis (+, -)).
-    chunk_size: directions per compiled call (per device when sharded over a mesh).
-    point_batch, data_batch: the engine's chunking (engine.point_metrics).
+    chunk_size: directions per compiled call and device (fewer when K is smaller); each device
+      keeps SLOTS_PER_GROUP·point_batch rays in flight, a slot taking the next ray of its chunk
+      when its own is done.
+    point_batch, data_batch: the engine's chunking (engine.point_metrics); None: engine.sizes'
+      defaults (8 points and all examples for models up to 2^16 parameters).
     cache_directions: build a chunk's directions once per chunk (chunk·|θ| floats) rather than in
       every bisection step; default when that is under 256 MB.
     mesh: a jax.sharding.Mesh (engine.point_mesh()): chunks are sharded over its points axis,
-      each device bisecting its own share; same radii on any device count.
+      each device bisecting its own share; same radii on any device count. None: every local
+      CPU device on a CPU (engine.host.default_mesh), else one device.
     store: a ChunkStore: finished chunks are saved and found again (resumable sweeps).
     on_chunk: called as on_chunk(done, K, arrays) after every chunk (progress); arrays: the
       chunk's results (num_evals counts the points it evaluated; a chunk found in `store`
@@ -390,6 +400,9 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
     raise ValueError(f"method={method!r}; allowed: {', '.join(METHODS)}")
   r_init, r_max, rtol = _check_settings(params, r_init, r_max, rtol, chunk_size, point_batch,
                                         mesh)
+  point_batch = engine.sizes.point_batch_for(params, point_batch)
+  data_batch = engine.sizes.data_batch_for(params, data, data_batch)
+  mesh = engine.host.resolve_mesh(mesh)
   sweep = _sweep_of(directions, params)
   if sweep.dim == 0:
     raise ValueError("directions move no coordinate (n = 0): nothing to measure")
@@ -408,7 +421,9 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
                        crossing=crossing, method=method, r_init=r_init, r_max=r_max, rtol=rtol,
                        max_iter=int(max_iter), dtype=jnp.dtype(dtype), point_batch=int(point_batch),
                        data_batch=data_batch, cache=bool(cache_directions))
-  step = int(chunk_size) * engine.sharding.axis_size(mesh, engine.sharding.POINT_AXIS)
+  devices = engine.sharding.axis_size(mesh, engine.sharding.POINT_AXIS)
+  # Fewer directions than a full chunk per device: one chunk of just enough (padding is work).
+  step = min(int(chunk_size), -(-sweep.num // devices)) * devices
   if store is not None:
     store.bind(fingerprint(
         params=params, data=data, directions=sweep.material, num=sweep.num,
@@ -417,7 +432,7 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
         max_iter=max_iter, two_sided=bool(two_sided), step=step, point_batch=point_batch,
         data_batch=data_batch, **({} if method == "bisection" else {"method": method})))
   levels = (jnp.asarray(tau, dtype), jnp.asarray(centre[metric], dtype))
-  args = jax.device_put((params, data, levels, sweep.material))
+  args = engine.sharding.place((params, data, levels, sweep.material), mesh)
   parts = _run_chunks(solve, (loss_fn,), args, sweep.num, step, mesh, store, on_chunk)
   res = {k: np.concatenate([p[k] for p in parts])[:sweep.num] for k in parts[0]}
   return Radii(radius=res["radius"], censored=res["censored"], converged=res["converged"],

@@ -9,6 +9,8 @@ parameter points over a dataset"; it lives here, once. Files, from the inside ou
              noise_delta (PAC-Bayes noise)
   sharding   point_mesh, shard_points, sharded_point_metrics, sharded_mean (data over devices)
   cache      cached_jit: compiled functions keyed by the user's callables, held weakly
+  host       one XLA device per CPU core at import; default_mesh (every local CPU device)
+  sizes      default point_batch / data_batch from the model's size
   streaming  stream / evaluate_points: K points through one compiled chunk function
 
 Example (a 51x51 loss surface of any model whose loss is `loss_fn(params, batch)`):
@@ -19,11 +21,13 @@ Example (a 51x51 loss surface of any model whose loss is `loss_fn(params, batch)
   out = engine.evaluate_points(loss_fn, params, engine.basis_delta(basis, coeffs),
                                len(coeffs), train)       # {"loss": (2601,)}
 
-Several cores on a CPU: one XLA CPU device runs a small model on one core. Setting
-XLA_FLAGS=--xla_force_host_platform_device_count=<cores> before jax is imported and passing
-mesh=point_mesh() shards points over the cores.
+Several cores on a CPU: one XLA CPU device runs a small model on one core, so importing
+genviz_jax makes one XLA CPU device per core (host: unless jax has started or the user chose) and
+point evaluations shard over them when no mesh is given (host.default_mesh). Batch sizes default
+by model size (sizes).
 """
 
+from genviz_jax.engine import host, sizes
 from genviz_jax.engine.cache import Bound, cached_jit
 from genviz_jax.engine.core import point_metrics
 from genviz_jax.engine.deltas import (BasisDelta, DirectionDelta, NoiseDelta, StackedDelta,
@@ -31,13 +35,14 @@ from genviz_jax.engine.deltas import (BasisDelta, DirectionDelta, NoiseDelta, St
                                       scale_rows, stacked_delta, stacked_points)
 from genviz_jax.engine.metrics import (as_metric_dict, chunked_mean, chunked_sum, data_size,
                                        scalar_loss)
+from genviz_jax.engine.host import default_mesh
 from genviz_jax.engine.sharding import (check_mesh, point_mesh, shard_points, sharded_mean,
                                         sharded_point_metrics, to_host)
 from genviz_jax.engine.streaming import evaluate_points, iter_evaluate_points, stream
 
 __all__ = [
     "BasisDelta", "Bound", "DirectionDelta", "NoiseDelta", "StackedDelta", "as_metric_dict",
-    "basis_delta", "cached_jit", "centre_delta", "check_mesh", "chunked_mean", "chunked_sum", "data_size",
+    "basis_delta", "cached_jit", "centre_delta", "check_mesh", "chunked_mean", "chunked_sum", "data_size", "default_mesh", "host", "sizes",
     "direction_delta", "evaluate_points", "iter_evaluate_points", "noise_delta", "point_mesh",
     "point_metrics", "scalar_loss", "scale_rows", "shard_points", "sharded_mean",
     "sharded_point_metrics", "stacked_delta", "stacked_points", "stream",

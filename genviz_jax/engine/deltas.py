@@ -43,7 +43,24 @@ class BasisDelta:
 
   def __call__(self, idx):
     c = self.coeffs[idx]
-    return jax.tree.map(lambda d: jnp.tensordot(c.astype(d.dtype), d, axes=1), self.basis)
+    return jax.tree.map(lambda d: combine(c.astype(d.dtype), d), self.basis)
+
+
+# Up to this many directions, Σ_i c_i·d_i is an unrolled elementwise sum (a fused loop);
+# beyond, a tensordot. Measured on the swiss-roll MLP (2-core CPU): the tensordot (one small
+# dot per leaf and point group) cost 40% of a surface's time (13.7k vs 23.7k points/s).
+_UNROLL = 16
+
+
+def combine(c: jax.Array, d: jax.Array) -> jax.Array:
+  """Σ_i c[..., i] · d[i]: c (B, D), d (D, *shape) -> (B, *shape)."""
+  if d.shape[0] > _UNROLL:
+    return jnp.tensordot(c, d, axes=1)
+  lead = (c.shape[0],) + (1,) * (d.ndim - 1)
+  out = c[:, 0].reshape(lead) * d[0]
+  for i in range(1, d.shape[0]):
+    out = out + c[:, i].reshape(lead) * d[i]
+  return out
 
 
 @jax.tree_util.register_dataclass

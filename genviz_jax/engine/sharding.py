@@ -141,6 +141,21 @@ def sharded_mean(fn: Callable[[PyTree], PyTree], data: PyTree, *, mesh: Mesh | N
   return jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=P(), check_vma=False)(head, rest)
 
 
+def place(args: PyTree, mesh: Mesh | None) -> PyTree:
+  """Inputs of a compiled chunk function, on the device once (not with every chunk).
+
+  Uncommitted, so jit may place them on a mesh (a mesh-sharded input would clash with
+  shard_map's manual axes). With a mesh of several devices, arrays committed to one device
+  (restored checkpoints, a user's device_put) are copied through the host once to drop that
+  commitment; otherwise jit refuses to mix them with the mesh's devices.
+  """
+  if mesh is not None and mesh.size > 1:
+    args = jax.tree.map(
+        lambda x: np.asarray(x) if isinstance(x, jax.Array) and x.committed
+        and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x, args)
+  return jax.device_put(args)
+
+
 def to_host(x: PyTree) -> PyTree:
   """Device arrays -> numpy on every process (all-gathered across hosts when there are several)."""
   if jax.process_count() > 1:

@@ -19,8 +19,10 @@ from jax.sharding import Mesh
 
 from genviz_jax.engine import cache
 from genviz_jax.engine import core
+from genviz_jax.engine import host
 from genviz_jax.engine import metrics
 from genviz_jax.engine import sharding
+from genviz_jax.engine import sizes
 
 PyTree = Any
 Progress = Callable[[int, int], None]
@@ -89,7 +91,7 @@ def stream(impl: Callable, owners: tuple, num_points: int, args: PyTree = None, 
       raise ValueError(f"chunk_size={chunk_size!r} must be a multiple of {step} (unit x devices)")
     chunk = chunk_size
   else:
-    chunk = chunk_points(num_points, step, chunk_size, target=64 * step)
+    chunk = chunk_points(num_points, step, chunk_size, target=256 * step)
   run = cache.cached_jit(cache.Bound(_chunk_impl, impl=impl, chunk=chunk, mesh=mesh), owners,
                          static=static)
   last = jnp.int32(start + num_points - 1)
@@ -122,21 +124,21 @@ def _metrics_impl(metric_fn, *rest, delta_static, point_batch, data_batch, mesh)
 
 
 def iter_evaluate_points(metric_fn: Callable, params: PyTree, delta_fn: Callable, num_points: int,
-                         data: PyTree | None = None, *, start: int = 0, point_batch: int = 8,
-                         data_batch: int | None = None, chunk_size: int | None = None,
+                         data: PyTree | None = None, *, start: int = 0,
+                         point_batch: int | None = None, data_batch: int | None = None, chunk_size: int | None = None,
                          mesh: Mesh | None = None,
                          progress: Progress | None = None) -> Iterator[tuple[int, int, dict]]:
   """Generator form of evaluate_points: yields (lo, hi, {name: np.ndarray (hi-lo, ...)}) per chunk
   (write each chunk to disk for a resumable sweep; rerun with start=<first missing id>)."""
-  point_batch = metrics.positive_int("point_batch", point_batch)
-  metrics.optional_positive_int("data_batch", data_batch)
+  point_batch = sizes.point_batch_for(params, point_batch)
+  data_batch = sizes.data_batch_for(params, data, data_batch)
+  sharding.check_mesh(mesh)
+  mesh = host.resolve_mesh(mesh)
   arrays, treedef = split_callable(delta_fn)
   owners = (metric_fn,) if treedef is not None else (metric_fn, delta_fn)
   impl = cache.Bound(_metrics_impl, delta_static=treedef, point_batch=point_batch,
                      data_batch=data_batch, mesh=mesh)
-  # numpy inputs go to the device once, not with every chunk. Uncommitted: jit may still place
-  # them on a mesh (a mesh-sharded input would clash with shard_map's manual axes).
-  args = jax.device_put((params, data, arrays))
+  args = sharding.place((params, data, arrays), mesh)
   # Sharding happens inside impl (data may be split too), so the stream itself is unsharded;
   # chunks are multiples of point_batch x devices on the points axis.
   unit = point_batch * sharding.axis_size(mesh, sharding.POINT_AXIS)
@@ -159,8 +161,13 @@ def evaluate_points(metric_fn: Callable, params: PyTree, delta_fn: Callable, num
     delta_fn: point k is params + delta_fn(k) (engine.deltas), or any traceable callable.
     num_points: K >= 1.
     data: None, or a pytree of (N, ...) arrays: metrics are exact means over all N.
-    start, point_batch, data_batch, chunk_size, mesh, progress: see iter_evaluate_points /
-      stream; point_batch points are vmapped together, data_batch examples per data chunk.
+    start, chunk_size, progress: see stream.
+    point_batch: points vmapped together; None: 8, or 1 for models over 2^16 parameters
+      (engine.sizes).
+    data_batch: examples per data chunk; None: all at once, or 2048 for models over 2^16
+      parameters (engine.sizes).
+    mesh: shard points over its devices; None: every local CPU device when the default backend
+      is the CPU (engine.host.default_mesh), else one device.
 
   Returns:
     dict name -> float32 (num_points, *metric_shape).
