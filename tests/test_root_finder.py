@@ -180,3 +180,29 @@ def test_unknown_method_is_one_line():
     basin.radii(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.zeros(2)}, {"w": jnp.ones((1, 2))},
                 threshold=1.0, method="brent")
   assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("method", ["bisection", "chandrupatla"])
+@pytest.mark.parametrize("slots", [1, 7, 64])
+def test_refill_gives_each_ray_the_lockstep_result(method, slots):
+  # Rays with radii over four octaves and one censored ray: a slot that finishes takes the next
+  # ray, so rays start at different iterations; each ray's result must be what it gets when all
+  # rays step together (its proposals depend on its own metric values only).
+  num, tau = 40, 0.7
+  scale = jnp.exp(jnp.linspace(-3.0, 3.0, num)).at[5].set(1e-6)
+  cfg = bisection.Config(lambda v: ~(v <= tau), lambda v: bisection.log_score(v, tau, 0.0),
+                         0.125, 64.0, RTOL)
+  by_ray = lambda ray, r: 0.5 * (scale[ray] * r) ** 2
+  ref = bisection.lockstep(lambda r: by_ray(jnp.arange(num), r), num, method, cfg, 80)
+  got = bisection.refill(by_ray, num, slots, method, cfg, 80)
+  for k in ref:
+    np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(ref[k]), err_msg=k)
+  assert bool(got["censored"][5]) and int(np.sum(np.asarray(got["censored"]))) == 1
+
+
+def test_refill_stops_a_ray_at_max_iter_unconverged():
+  tau = 0.7
+  cfg = bisection.Config(lambda v: ~(v <= tau), None, 0.125, 64.0, RTOL)
+  got = bisection.refill(lambda ray, r: 0.5 * r ** 2, 6, 2, "bisection", cfg, 4)
+  assert not np.asarray(got["converged"]).any()
+  assert np.all(np.asarray(got["num_evals"]) == 4)

@@ -171,7 +171,8 @@ def _sweep(config, trained, spec, store_dir: str, mesh):
       metric=config.metric, crossing=config.crossing or None, relative=bool(config.relative),
       r_init=float(config.r_init), r_max=float(config.r_max), rtol=float(config.rtol),
       two_sided=bool(config.two_sided), chunk_size=int(config.chunk_size),
-      point_batch=int(config.point_batch), data_batch=int(config.data_batch) or None,
+      point_batch=int(config.point_batch) or None, data_batch=int(config.data_batch) or None,
+      method=str(config.method),
       cache_directions=bool(config.cache_directions), mesh=mesh,
       store=basin.ChunkStore(store_dir), on_chunk=_progress_hook(int(config.num_directions)))
 
