@@ -64,7 +64,7 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--num_directions", type=int, default=1_000_000)
   ap.add_argument("--compare", type=int, default=10_000, help="directions re-solved by bisection")
-  ap.add_argument("--chunk_size", type=int, default=4096, help="directions per chunk and device")
+  ap.add_argument("--chunk_size", type=int, default=2048, help="directions per chunk and device")
   ap.add_argument("--store", default="", help="ChunkStore folder (default: a temporary one)")
   ap.add_argument("--train_steps", type=int, default=3000)
   args = ap.parse_args()
