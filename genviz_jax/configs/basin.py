@@ -40,7 +40,7 @@ def get_config(variant: str = ""):
   # chandrupatla (safeguarded interpolation: ~0.4x the evaluations; radii within rtol).
   c.method = "bisection"
   c.point_batch = 0  # points vmapped together; 0: the engine's default for the model's size
-  c.data_batch = 0  # 0: all examples at once
+  c.data_batch = 0  # examples per data chunk; 0: the engine's default (all, for small models)
   c.cache_directions = True  # False: regenerate directions each bisection step (huge models)
   c.num_bootstrap = 1000
   c.confidence = 0.95

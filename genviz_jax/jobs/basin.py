@@ -34,6 +34,7 @@ from absl import logging
 from genviz_jax import basin
 from genviz_jax import directions
 from genviz_jax.basin import gaussian
+from genviz_jax.basin.radii import METHODS
 from genviz_jax import files
 from genviz_jax import hessian
 from genviz_jax import progress
@@ -57,12 +58,16 @@ def check_config(c) -> None:
     raise ValueError(f"config.split={c.split!r}; allowed: train, test")
   if c.crossing not in ("", "above", "below"):
     raise ValueError(f"config.crossing={c.crossing!r}; allowed: '' (auto), above, below")
-  for key in ("num_directions", "chunk_size", "point_batch"):
+  for key in ("num_directions", "chunk_size"):
     v = c[key]
     if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
       raise ValueError(f"config.{key}={v!r} must be a positive integer (K > 0)")
-  if not isinstance(c.data_batch, int) or c.data_batch < 0:
-    raise ValueError(f"config.data_batch={c.data_batch!r} must be an integer >= 0 (0: all)")
+  for key in ("point_batch", "data_batch"):
+    v = c[key]
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+      raise ValueError(f"config.{key}={v!r} must be an integer >= 0 (0: the engine's default)")
+  if c.method not in METHODS:
+    raise ValueError(f"config.method={c.method!r}; allowed: {', '.join(METHODS)}")
   for key in ("r_max", "r_init"):
     if not (isinstance(c[key], (int, float)) and math.isfinite(c[key]) and c[key] > 0):
       raise ValueError(f"config.{key}={c[key]!r} must be a finite number > 0")
