@@ -15,7 +15,11 @@ Trains the swiss-roll MLP 2 -> [23, 16, 26, 32, 28, 31] -> 2 on its 200 training
      a basin.ChunkStore; prints progress, wall time (and the time of the first chunk, which
      includes compilation), evaluations per direction, directions/s and the peak resident memory;
   3. agreement: bisection on the first --compare directions (the same directions: direction k is
-     a function of (key, k)); prints the largest relative radius difference.
+     a function of (key, k)), started from the library's default r_init 0.125; prints the largest
+     relative radius difference.
+"A bracket started from the radii seen so far": --pilot directions are solved first (other
+directions, inside the timed wall) and their median radius becomes r_init of the sweep, so the
+first bracketing radius lands near the typical root.
 Peak memory is the process's maximum RSS (it holds the result arrays, 22 bytes per direction);
 compare it across --num_directions to see what grows.
 """
@@ -66,11 +70,17 @@ def main():
   ap.add_argument("--compare", type=int, default=10_000, help="directions re-solved by bisection")
   ap.add_argument("--chunk_size", type=int, default=2048, help="directions per chunk and device")
   ap.add_argument("--store", default="", help="ChunkStore folder (default: a temporary one)")
+  ap.add_argument("--pilot", type=int, default=2048,
+                  help="directions of a pilot sweep (other directions, timed with the sweep) whose "
+                       "median radius becomes the sweep's first bracketing radius r_init; 0: "
+                       "r_init 0.125, the library's default")
   ap.add_argument("--train_steps", type=int, default=3000)
   args = ap.parse_args()
   for name in ("num_directions", "compare", "chunk_size", "train_steps"):
     if getattr(args, name) <= 0:
       ap.error(f"--{name}={getattr(args, name)} must be a positive integer")
+  if args.pilot < 0:
+    ap.error(f"--pilot={args.pilot} must be >= 0")
   rtol = 1e-4
   print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
         f"{os.cpu_count()} cores", flush=True)
@@ -89,6 +99,13 @@ def main():
   kw = dict(threshold=1.0, data=ds.train, rtol=rtol, chunk_size=args.chunk_size)
   marks = {"first": None, "next": 0.1}
   t0 = time.time()
+  if args.pilot:
+    pilot = basin.radii(fn, params, basin.RandomDirections(jax.random.key(1), args.pilot),
+                        method="chandrupatla", **kw)
+    kw["r_init"] = float(np.median(pilot.radius))
+    print(f"pilot: {args.pilot} directions in {time.time() - t0:.1f} s (compilation included), "
+          f"{pilot.num_evals.mean():.2f} evaluations per direction; r_init = median radius "
+          f"{kw['r_init']:.4f}", flush=True)
 
   def progress(done, total, arrays):
     if marks["first"] is None:
@@ -102,14 +119,15 @@ def main():
   wall = time.time() - t0
   e = r.num_evals
   print(f"chandrupatla, {k} directions: {wall:.1f} s ({marks['first']:.1f} s to the first chunk, "
-        f"compilation included), {k / wall:.0f} directions/s, {e.mean():.2f} evaluations per "
+        f"compilation and pilot included), {k / wall:.0f} directions/s, {e.mean():.2f} evaluations per "
         f"direction (max {e.max()}), censored {r.num_censored}, unconverged "
         f"{int(np.sum(~r.converged))}; peak RSS {peak_rss_mb():.0f} MB", flush=True)
 
   m = min(args.compare, k)
   t = time.time()
+  default_init = {key: v for key, v in kw.items() if key != "r_init"}
   b = basin.radii(fn, params, basin.RandomDirections(jax.random.key(0), m), method="bisection",
-                  **kw)
+                  **default_init)
   rel = np.abs(r.radius[:m].astype(np.float64) / b.radius - 1)
   print(f"bisection on the first {m} directions ({time.time() - t:.1f} s, "
         f"{b.num_evals.mean():.2f} evaluations per direction): largest relative radius "

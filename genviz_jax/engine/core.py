@@ -52,8 +52,12 @@ def _points(params, delta, num):
   for leaf in jax.tree.leaves(delta):
     if leaf.shape[0] != num:
       raise ValueError(f"delta_fn returned leading size {leaf.shape[0]} for {num} ids")
-  return jax.tree.map(lambda p, d: (jnp.asarray(p)[None] + d).astype(jnp.result_type(p)),
-                      params, delta)
+  points = jax.tree.map(lambda p, d: (jnp.asarray(p)[None] + d).astype(jnp.result_type(p)),
+                        params, delta)
+  # Materialize the group's parameters once: left to itself XLA:CPU fuses θ + δ into the
+  # consumers and recomputes it there (measured on the swiss-roll MLP: 12.4k -> 15.3k points/s
+  # with stacked directions, 17.3k -> 19.3k with a surface basis, one device).
+  return lax.optimization_barrier(points)
 
 
 def point_metrics(metric_fn: Callable, params: PyTree, delta_fn: DeltaFn, indices,
