@@ -1,11 +1,11 @@
 """Default point and data batch sizes of the engine, from the model's size.
 
-Measured on a 2-core CPU (benchmarks/engine_benchmark.py), points split over both cores:
-  - swiss-roll MLP 2->[23,16,26,32,28,31]->2 (3.6k parameters, 200 examples): vmapping 8 points
-    per group over all examples is fastest (34k points/s; 1 point per group: 24k);
+Measured on a 2-core CPU (benchmarks/engine_benchmark.py, one run), points over both cores:
+  - swiss-roll MLP 2->[23,16,26,32,28,31]->2 (3.6k parameters, 200 examples): 8 points per
+    vmapped group over all examples, 31.2k points/s; 1 point per group, 22.2k;
   - 2->512->512->2 (265k parameters, 10k examples): one point per group over chunks of 2048
-    examples is fastest (1.00 of GEMM; 8 points over all examples: 0.79; the matrices are large
-    enough to fill the cores alone, and 2048-example activations stay in cache).
+    examples, 0.95-0.98 of the float32 GEMM rate; 8 points over all examples, 0.66 (the
+    matrices fill the cores alone, and 2048-example activations stay in cache).
 So small models group points and large ones chunk data. The boundary, 2^16 parameters, lies
 between the two measured cases; explicit sizes always win.
 """
