@@ -1,10 +1,10 @@
 """Every CPU core at work by default: one XLA CPU device per core, and the mesh the engine uses.
 
 Why: one XLA CPU device runs a small model's batched matmuls on one core. Measured on a 2-core
-CPU, swiss-roll MLP 2->[23,16,26,32,28,31]->2 on 200 points: 23.7k points/s on one device and
-46.6k points/s with the points split over two devices (one per core), against a float32 GEMM of
-~120 GFLOP/s (1.47 MFLOP per point: 0.29 -> 0.57 of GEMM). Large fused ops (a 2048² GEMM) are
-threaded either way.
+CPU (benchmarks/engine_benchmark.py, one run), swiss-roll MLP 2->[23,16,26,32,28,31]->2 on 200
+points: 17.6k points/s on one device, 30.7k with the points split over two devices (one per
+core), against a float32 GEMM of 113 GFLOP/s (1.47 MFLOP per point: 0.23 -> 0.40 of GEMM).
+Large fused ops (a 2048² GEMM) are threaded either way.
 
 jax makes one CPU device per process unless `jax_num_cpu_devices` (or XLA_FLAGS'
 --xla_force_host_platform_device_count) is set before its backends start. `configure()` runs when
