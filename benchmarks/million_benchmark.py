@@ -119,8 +119,8 @@ def main():
   wall = time.time() - t0
   e = r.num_evals
   print(f"chandrupatla, {k} directions: {wall:.1f} s ({marks['first']:.1f} s to the first chunk, "
-        f"compilation and pilot included), {k / wall:.0f} directions/s, {e.mean():.2f} evaluations per "
-        f"direction (max {e.max()}), censored {r.num_censored}, unconverged "
+        f"compilation and pilot included), {k / wall:.0f} directions/s, "
+        f"{e.mean():.2f} evaluations per direction (max {e.max()}), censored {r.num_censored}, unconverged "
         f"{int(np.sum(~r.converged))}; peak RSS {peak_rss_mb():.0f} MB", flush=True)
 
   m = min(args.compare, k)

@@ -384,7 +384,8 @@ def evaluate_curve_bn(metric_fn_with_state: Callable, stats_fn: Callable, start:
       (the training set), (N_s, ...) arrays.
     mesh: points sharded over its "points" axis (data is not split here); None: as
       engine.evaluate_points (every local CPU device on a CPU).
-    point_batch: points vmapped together (None: engine.sizes' default). data_batch / stats_batch: examples per chunk of data
+    point_batch: points vmapped together (None: engine.sizes' default).
+    data_batch / stats_batch: examples per chunk of data
       / per statistics batch (the BatchNorm batch size; None: the whole set).
     chunk_size, progress: as engine.evaluate_points.
 

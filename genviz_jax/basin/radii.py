@@ -339,7 +339,8 @@ def radii(loss_fn, params: PyTree, directions, *, threshold: float, data: PyTree
           metric: str = "loss", crossing: str | None = None, relative: bool = False,
           r_init: float = 0.125, r_max: float = 64.0, rtol: float = 1e-4,
           max_iter: int | None = None, two_sided: bool = False, chunk_size: int = 512,
-          point_batch: int | None = None, data_batch: int | None = None, cache_directions: bool | None = None,
+          point_batch: int | None = None, data_batch: int | None = None,
+          cache_directions: bool | None = None,
           mesh=None, store: ChunkStore | None = None,
           on_chunk: Callable[[int, int, dict], None] | None = None,
           method: str = "bisection") -> Radii:

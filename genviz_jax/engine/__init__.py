@@ -42,7 +42,8 @@ from genviz_jax.engine.streaming import evaluate_points, iter_evaluate_points, s
 
 __all__ = [
     "BasisDelta", "Bound", "DirectionDelta", "NoiseDelta", "StackedDelta", "as_metric_dict",
-    "basis_delta", "cached_jit", "centre_delta", "check_mesh", "chunked_mean", "chunked_sum", "data_size", "default_mesh", "host", "sizes",
+    "basis_delta", "cached_jit", "centre_delta", "check_mesh", "chunked_mean", "chunked_sum",
+    "data_size", "default_mesh", "host", "sizes",
     "direction_delta", "evaluate_points", "iter_evaluate_points", "noise_delta", "point_mesh",
     "point_metrics", "scalar_loss", "scale_rows", "shard_points", "sharded_mean",
     "sharded_point_metrics", "stacked_delta", "stacked_points", "stream",

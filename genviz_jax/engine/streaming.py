@@ -125,8 +125,8 @@ def _metrics_impl(metric_fn, *rest, delta_static, point_batch, data_batch, mesh)
 
 def iter_evaluate_points(metric_fn: Callable, params: PyTree, delta_fn: Callable, num_points: int,
                          data: PyTree | None = None, *, start: int = 0,
-                         point_batch: int | None = None, data_batch: int | None = None, chunk_size: int | None = None,
-                         mesh: Mesh | None = None,
+                         point_batch: int | None = None, data_batch: int | None = None,
+                         chunk_size: int | None = None, mesh: Mesh | None = None,
                          progress: Progress | None = None) -> Iterator[tuple[int, int, dict]]:
   """Generator form of evaluate_points: yields (lo, hi, {name: np.ndarray (hi-lo, ...)}) per chunk
   (write each chunk to disk for a resumable sweep; rerun with start=<first missing id>)."""
@@ -164,8 +164,8 @@ def evaluate_points(metric_fn: Callable, params: PyTree, delta_fn: Callable, num
     start, chunk_size, progress: see stream.
     point_batch: points vmapped together; None: 8, or 1 for models over 2^16 parameters
       (engine.sizes).
-    data_batch: examples per data chunk; None: all at once, or 2048 for models over 2^16
-      parameters (engine.sizes).
+    data_batch: examples per data chunk; None: all at once, or chunks of 2048 for models over
+      2^16 parameters on more than 4096 examples (engine.sizes).
     mesh: shard points over its devices; None: every local CPU device when the default backend
       is the CPU (engine.host.default_mesh), else one device.
 
