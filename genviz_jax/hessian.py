@@ -134,7 +134,9 @@ class HessianOperator:
       engine.data_size(data)
     engine.metrics.optional_positive_int("data_batch", data_batch)
     engine.check_mesh(mesh)
-    self._data = None if data is None else jax.device_put(data)
+    # Uncommitted (engine.sharding.place): parameters restored from a checkpoint sit on device 0
+    # and would not join a computation over the mesh's devices.
+    self.flat_params, self._data = engine.sharding.place((self.flat_params, data), mesh)
     self.data_batch = data_batch
     self.mesh = mesh
     self._cache: dict = {}
@@ -170,7 +172,7 @@ class HessianOperator:
     v = jnp.asarray(v)
     if v.shape != (self.dim,):
       raise ValueError(f"vector shape {v.shape} does not match the parameter count ({self.dim},)")
-    return self._matvec_jit(self.flat_params, self._data, v)
+    return self._matvec_jit(self.flat_params, self._data, engine.sharding.place(v, self.mesh))
 
   def loss_and_grad(self):
     """(L(θ), ∇L(θ) flat (n,)) over the whole dataset (compiled once)."""

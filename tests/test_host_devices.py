@@ -5,7 +5,8 @@ Each case runs in a fresh subprocess, since the device count is fixed when jax s
   default       import genviz_jax -> one device per usable core; default_mesh over them
   count         GENVIZ_JAX_HOST_DEVICES=3 -> 3 devices; a surface and basin radii with the
                 default mesh equal a one-device run (surface rtol 1e-6, bisection radii exactly),
-                with parameters committed to device 0 (as a restored checkpoint's are)
+                and so does the top Hessian eigenvalue with the data split over the mesh
+                (rtol 1e-4), with parameters committed to device 0 (as a restored checkpoint's are)
   user's choice XLA_FLAGS' device count wins; jax already started -> nothing changes
   bad value     GENVIZ_JAX_HOST_DEVICES=abc -> ValueError naming the value
 """
@@ -64,6 +65,10 @@ ra = basin.radii(fn, params, spec, **kw)
 rb = basin.radii(fn, params, spec, mesh=one, **kw)
 np.testing.assert_array_equal(ra.radius, rb.radius)
 np.testing.assert_array_equal(ra.num_evals, rb.num_evals)
+from genviz_jax import hessian  # data split over a mesh, params committed to device 0
+top = lambda mesh: hessian.top_eigenpairs(hessian.HessianOperator(fn, params, ds.train, mesh=mesh),
+                                          k=1, num_steps=20).eigenvalues
+np.testing.assert_allclose(top(engine.default_mesh()), top(None), rtol=1e-4)
 print("ok", engine.default_mesh().size)
 """
 
