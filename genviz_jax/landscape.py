@@ -36,7 +36,9 @@ def _as_basis(directions, params) -> PyTree:
       raise ValueError("directions is an empty list; give at least one direction")
     for i, d in enumerate(directions):
       directions_lib.check_same_tree(d, params, what=f"directions[{i}]")
-    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *directions)
+    # Through the host: the directions may live on different devices (a sharded Hessian's
+    # eigenvectors beside directions drawn on one device).
+    return jax.tree.map(lambda *xs: jnp.stack([np.asarray(x) for x in xs]), *directions)
   directions_lib.check_same_tree(directions, params, leading=1, what="directions")
   sizes = {np.shape(x)[0] for x in jax.tree.leaves(directions)}
   if len(sizes) != 1:
