@@ -11,6 +11,18 @@ import numpy as np
 PyTree = Any
 
 
+def uncommitted(tree: PyTree) -> PyTree:
+  """`tree` with every array committed to a device (Orbax restores, a user's device_put) copied
+  through the host into an uncommitted one, values unchanged; PRNG key arrays are kept. jit may
+  move uncommitted arrays, so they can meet outputs sharded over several devices."""
+  def one(x):
+    if isinstance(x, jax.Array) and x.committed and \
+        not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jnp.asarray(np.asarray(x))
+    return x
+  return jax.tree.map(one, tree)
+
+
 def num_params(tree: PyTree) -> int:
   """Total number of scalars in the leaves of `tree` (concrete or abstract shapes)."""
   return int(sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(tree)))

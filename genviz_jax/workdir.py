@@ -46,7 +46,6 @@ import re
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -54,6 +53,7 @@ from absl import logging
 from genviz_jax import files
 from genviz_jax import models as models_lib
 from genviz_jax import train_config
+from genviz_jax import trees
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -348,7 +348,9 @@ def load(workdir: str, step: int | None = None) -> Trained:
     _warn_fallback(workdir, step, bad, "loading")
   else:
     state, _ = _restore_step(mngr, step, steps, abstract, workdir)
-  state = _uncommitted(state)
+  # Orbax commits restored arrays to one device; uncommitted, they can meet outputs sharded over
+  # several devices (the evaluators' default on a multi-core CPU).
+  state = trees.uncommitted(state)
   model_state = train_config.model_state_of(state)
   summary = None
   if os.path.isfile(os.path.join(workdir, SUMMARY)):
@@ -357,18 +359,6 @@ def load(workdir: str, step: int | None = None) -> Trained:
   return Trained(config=config, dataset=dataset, model=model, params=state["params"],
                  model_state=model_state, metric_fn=models_lib.metric_fn(model, model_state),
                  summary=summary, step=int(step), workdir=workdir)
-
-
-def _uncommitted(tree):
-  """Restored arrays as uncommitted ones, values unchanged: Orbax commits them to one device, and
-  committed arrays cannot meet the outputs of computations sharded over several devices (the
-  evaluators' default on a multi-core CPU)."""
-  def one(x):
-    if isinstance(x, jax.Array) and x.committed and \
-        not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      return jnp.asarray(np.asarray(x))
-    return x
-  return jax.tree.map(one, tree)
 
 
 def snapshots(workdir: str) -> tuple[np.ndarray, Any]:

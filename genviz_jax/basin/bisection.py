@@ -52,8 +52,10 @@ def _bracket_step(s, v, crossed, cfg: Config):
   return active, bracketing, censor_now, new_phase, value
 
 
-def _finish(s, new_lo, new_hi, new_phase, next_bracket, proposal, cfg: Config):
-  """Converged rays stop (phase 2); the rest move to the next bracketing or refining radius."""
+def _finish(s, new_lo, new_hi, new_phase, proposal, cfg: Config):
+  """Converged rays stop (phase 2); the rest move to the next bracketing radius (2·r, the last
+  step at r_max) or to proposal(midpoint) when refining."""
+  next_bracket = jnp.minimum(2 * s["r"], jnp.asarray(cfg.r_max, cfg.dtype))
   mid = 0.5 * (new_lo + new_hi)
   converged = (new_hi - new_lo <= cfg.rtol * new_hi) | (mid <= new_lo) | (mid >= new_hi)
   new_phase = jnp.where((new_phase == 1) & converged, 2, new_phase)
@@ -90,8 +92,7 @@ def bisect_update(s: dict, v: jax.Array, cfg: Config) -> dict:
   active, _, censor_now, new_phase, value = _bracket_step(s, v, crossed, cfg)
   new_hi = jnp.where(active & crossed, s["r"], s["hi"])
   new_lo = jnp.where(active & ~crossed, s["r"], s["lo"])
-  next_bracket = jnp.minimum(2 * s["r"], jnp.asarray(cfg.r_max, cfg.dtype))
-  next_r, new_phase = _finish(s, new_lo, new_hi, new_phase, next_bracket, lambda mid: mid, cfg)
+  next_r, new_phase = _finish(s, new_lo, new_hi, new_phase, lambda mid: mid, cfg)
   return dict(r=next_r, lo=new_lo, hi=new_hi, phase=new_phase,
               censored=s["censored"] | censor_now, value=value,
               num_evals=s["num_evals"] + active.astype(jnp.int32))
@@ -221,10 +222,9 @@ def interp_update(s: dict, v: jax.Array, cfg: Config) -> dict:
   # Steps of the refinement only: bracketing steps do not restrain the first interpolation.
   step2 = jnp.where(found, jnp.inf, keep(s["step1"], s["step2"]))
   step1 = jnp.where(found, jnp.inf, keep(jnp.abs(r - s["xp"]), s["step1"]))
-  next_bracket = jnp.minimum(2 * r, jnp.asarray(cfg.r_max, cfg.dtype))
   proposal = lambda mid: _propose(new_lo, new_hi, new_glo, new_ghi, (xp, gp), (xq, gq), (xc, gc),
                                   step2, cfg.rtol)
-  next_r, new_phase = _finish(s, new_lo, new_hi, new_phase, next_bracket, proposal, cfg)
+  next_r, new_phase = _finish(s, new_lo, new_hi, new_phase, proposal, cfg)
   return dict(r=next_r, lo=new_lo, hi=new_hi, glo=new_glo, ghi=new_ghi, xp=xp, gp=gp, xq=xq,
               gq=gq, xc=xc, gc=gc, step1=step1, step2=step2, phase=new_phase,
               censored=s["censored"] | censor_now, value=value,

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
+from genviz_jax import trees
 from genviz_jax.engine import core
 from genviz_jax.engine import metrics
 
@@ -150,9 +151,7 @@ def place(args: PyTree, mesh: Mesh | None) -> PyTree:
   commitment; otherwise jit refuses to mix them with the mesh's devices.
   """
   if mesh is not None and mesh.size > 1:
-    args = jax.tree.map(
-        lambda x: np.asarray(x) if isinstance(x, jax.Array) and x.committed
-        and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x, args)
+    args = trees.uncommitted(args)
   return jax.device_put(args)
 
 
